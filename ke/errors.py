@@ -1,0 +1,5 @@
+"""User-facing errors: one sentence that names the bad input and how to fix it."""
+
+
+class UserError(Exception):
+    """Raised for bad input. The CLI prints the message alone (no traceback) and exits with status 2."""

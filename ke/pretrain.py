@@ -1,0 +1,367 @@
+"""Pretraining the miniature from scratch: a byte-level BPE tokenizer and OLMo / GPT-NeoX models.
+
+One small loop on `accelerate`. The data order is fixed (packed rows read in order, wrapping around), so
+the corpus's first documents form the first batch, as in OLMo, and the batch of a step is a pure function
+of the step. Checkpoints `out_dir/step{N}/` hold the model and the tokenizer (`save_pretrained`) and
+`ke_checkpoint.json`; `out_dir/resume_state.pt` holds the optimizer and RNG state of the latest
+checkpoint, so an interrupted run continues where it saved last and ends with the same weights.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ke.errors import UserError
+from ke.train import build_optimizer, lr_factor, pack_texts
+
+FAMILIES = ("olmo", "gpt_neox")
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|padding|>"
+LOSS_WINDOW = 20  # steps averaged into a checkpoint's `loss`
+RESUME_FILE = "resume_state.pt"
+LOG_FILE = "train_log.jsonl"
+PACKED_DIR = "packed"
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir):
+    """Train a byte-level BPE tokenizer (GPT-2 pre-tokenization) and `save_pretrained` it to `out_dir`.
+
+    `<|endoftext|>` is bos and eos, `<|padding|>` is pad. `tokenizer(text)` adds no special token even with
+    add_special_tokens=True (as the GPT-NeoX/Pythia tokenizer); documents are separated by EOS when packed.
+    Deterministic for the same texts. If `out_dir` already holds a tokenizer, it is loaded, not retrained.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir)
+    if (out_dir / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(out_dir)
+    if vocab_size < 300:
+        raise UserError(f"vocab_size must be at least 300 (256 bytes + special tokens + merges); got {vocab_size}.")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN, PAD_TOKEN],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN,
+                                        pad_token=PAD_TOKEN)
+    _save_atomically(out_dir, tokenizer.save_pretrained)
+    return AutoTokenizer.from_pretrained(out_dir)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclass
+class PretrainConfig:
+    """Model size and training schedule of one pretraining run (step = one optimizer update)."""
+    family: str = "olmo"               # "olmo" (SwiGLU FFN) or "gpt_neox" (GELU FFN, the Pythia role)
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512       # FFN width m: the number of memory slots per layer
+    seq_len: int = 128
+    batch_size: int = 32               # rows of seq_len tokens per step
+    steps: int = 1500
+    lr: float = 3e-3                   # peak learning rate
+    warmup_steps: int = 100
+    lr_floor: float = 0.1              # final lr = lr_floor x peak (cosine)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    save_steps: list[int] | None = None  # None -> default_save_steps(steps)
+    mixed_precision: str = "no"        # accelerate's: "no" | "bf16" | "fp16"
+
+    def resolved_save_steps(self) -> list[int]:
+        return sorted(set(self.save_steps)) if self.save_steps is not None else default_save_steps(self.steps)
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Raise UserError naming the first bad field of `cfg`."""
+    if cfg.family not in FAMILIES:
+        raise UserError(f"--family must be one of {', '.join(FAMILIES)}; got {cfg.family!r}.")
+    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "batch_size", "steps"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(cfg, name)}.")
+    if cfg.hidden_size % cfg.num_heads:
+        raise UserError(f"--hidden-size ({cfg.hidden_size}) must be divisible by --num-heads ({cfg.num_heads}).")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr must be positive; got {cfg.lr}.")
+    if not 0 <= cfg.lr_floor <= 1:
+        raise UserError(f"--lr-floor must be a fraction in [0, 1]; got {cfg.lr_floor}.")
+    if not 0 <= cfg.warmup_steps < cfg.steps:
+        raise UserError(f"--warmup-steps must be in [0, --steps); got {cfg.warmup_steps} with {cfg.steps} steps.")
+    if cfg.weight_decay < 0 or cfg.grad_clip <= 0:
+        raise UserError(f"--weight-decay must be >= 0 and --grad-clip > 0; got {cfg.weight_decay} and {cfg.grad_clip}.")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise UserError(f"--mixed-precision must be no, bf16 or fp16; got {cfg.mixed_precision!r}.")
+    if cfg.save_steps is not None and any(not 0 <= s <= cfg.steps for s in cfg.save_steps):
+        raise UserError(f"--save-steps must lie in [0, {cfg.steps}]; got {cfg.save_steps}.")
+
+
+def default_save_steps(steps: int) -> list[int]:
+    """Step 0, early log-spaced steps (1%, 2%, 5%), then every 10% up to the final step (14 for 1500 steps).
+
+    With 1500 steps: 0, 15, 30, 75, 150, 300 (initial, 20%), 450, 600, 750 (mid, 50%), ..., 1500 (final).
+    """
+    fractions = [0.01, 0.02, 0.05] + [k / 10 for k in range(1, 11)]
+    return sorted({0, steps} | {max(1, round(f * steps)) for f in fractions})
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(cfg: PretrainConfig, tokenizer):
+    """A freshly initialised (seeded) OlmoForCausalLM or GPTNeoXForCausalLM, untied embeddings, default rope."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OlmoConfig, OlmoForCausalLM
+
+    validate(cfg)
+    common = dict(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                  num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+                  max_position_embeddings=cfg.seq_len,  # the context it is trained on (rope does not cap it)
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=0.02)
+    if cfg.family == "olmo":
+        config, model_class = OlmoConfig(num_key_value_heads=cfg.num_heads, **common), OlmoForCausalLM
+    else:  # Pythia's choices: GELU, parallel residual, rotary on 25% of each head
+        config, model_class = GPTNeoXConfig(hidden_act="gelu", use_parallel_residual=True, **common), GPTNeoXForCausalLM
+    torch.manual_seed(cfg.seed)
+    return model_class(config)
+
+
+# ----------------------------------------------------------------------------- training
+
+def _save_atomically(final: Path, write) -> None:
+    """Call write(tmp_folder), then rename it to `final`, so an interrupted save never looks complete."""
+    final = Path(final)
+    tmp = final.with_name(f".tmp-{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _torch_save_atomically(obj, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_corpus(corpus_dir):
+    import datasets
+
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise UserError(f"--corpus {corpus_dir} is not a folder; pass a corpus saved with Dataset.save_to_disk.")
+    try:
+        corpus = datasets.load_from_disk(str(corpus_dir))
+    except FileNotFoundError:
+        raise UserError(f"--corpus {corpus_dir} holds no saved dataset; pass a folder written by Dataset.save_to_disk.")
+    if isinstance(corpus, datasets.DatasetDict):
+        if "train" not in corpus:
+            raise UserError(f"--corpus {corpus_dir} is a DatasetDict without a 'train' split; save one Dataset instead.")
+        corpus = corpus["train"]
+    if "text" not in corpus.column_names:
+        raise UserError(f"--corpus {corpus_dir} has no 'text' column (columns: {corpus.column_names}).")
+    return corpus
+
+
+def _load_tokenizer(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    if not (Path(tokenizer_dir) / "tokenizer_config.json").exists():
+        raise UserError(f"--tokenizer {tokenizer_dir} holds no saved tokenizer; train one with train_tokenizer first.")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise UserError(f"--tokenizer {tokenizer_dir} needs an eos and a pad token; use one made by train_tokenizer.")
+    return tokenizer
+
+
+def _packed_rows(corpus_dir, tokenizer, seq_len: int, out_dir: Path):
+    """The corpus packed into rows of seq_len tokens, cached at out_dir/packed (packed once per run folder)."""
+    import datasets
+
+    packed_dir = out_dir / PACKED_DIR
+    if not packed_dir.exists():
+        corpus = _load_corpus(corpus_dir)
+        was_caching = datasets.is_caching_enabled()
+        datasets.disable_caching()  # keep map's cache files out of the corpus folder
+        try:
+            packed = pack_texts(corpus, tokenizer, seq_len)
+        finally:
+            if was_caching:
+                datasets.enable_caching()
+        _save_atomically(packed_dir, lambda tmp: packed.save_to_disk(str(tmp)))
+    rows = datasets.load_from_disk(str(packed_dir)).with_format("torch")
+    if len(rows) == 0:
+        raise UserError(f"--corpus {corpus_dir} has fewer than seq_len={seq_len} tokens; give it more text.")
+    return rows
+
+
+def batch_rows(step: int, batch_size: int, n_rows: int) -> list[int]:
+    """Packed-row indices of the batch of optimizer step `step` (1-based): rows in order, wrapping around."""
+    start = (step - 1) * batch_size
+    return [(start + i) % n_rows for i in range(batch_size)]
+
+
+def step_lr(cfg: PretrainConfig, step: int) -> float:
+    """Learning rate of the update that produces step `step` (1-based, as OLMo counts): floor x peak at the end."""
+    return cfg.lr * lr_factor(step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, floor=cfg.lr_floor,
+                              warmup_start=0.0)
+
+
+def _config_dict(cfg: PretrainConfig) -> dict:
+    return {**asdict(cfg), "save_steps": cfg.resolved_save_steps()}
+
+
+def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: bool = True, *,
+             stop_after: int | None = None) -> list[Path]:
+    """Train a model from scratch and return the checkpoint folders `out_dir/step{N}` (in step order).
+
+    Resumes from the latest checkpoint if `out_dir` holds an interrupted run of the same configuration;
+    returns at once if the run is finished. `stop_after` ends the loop after that step (simulates an
+    interruption in tests). Deterministic for a seed on the CPU.
+    """
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    validate(cfg)
+    out_dir = Path(out_dir)
+    save_steps = cfg.resolved_save_steps()
+    checkpoints = [out_dir / f"step{s}" for s in save_steps]
+    final_marker = out_dir / f"step{cfg.steps}" / "ke_checkpoint.json"
+    if final_marker.exists():
+        if json.loads(final_marker.read_text())["config"] != _config_dict(cfg):
+            raise UserError(f"--out {out_dir} holds a finished run with another configuration; use a new --out folder.")
+        return checkpoints
+
+    tokenizer = _load_tokenizer(tokenizer_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = _packed_rows(corpus_dir, tokenizer, cfg.seq_len, out_dir)
+    n_rows = len(rows)
+
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    resume_path = out_dir / RESUME_FILE
+    state = torch.load(resume_path, weights_only=False) if resume_path.exists() else None
+    if state is not None and state["config"] != _config_dict(cfg):
+        raise UserError(f"--out {out_dir} holds a run with another configuration; use a new --out folder or the same settings.")
+    if state is None:
+        start = 0
+        model = build_model(cfg, tokenizer)
+    else:
+        start = state["step"]
+        model = AutoModelForCausalLM.from_pretrained(out_dir / f"step{start}", dtype=torch.float32)
+    model.train()
+    optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    losses = deque(maxlen=LOSS_WINDOW)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        losses.extend(state["losses"])
+
+    # The log keeps exactly the steps up to the resumed checkpoint; later lines were from the interrupted run.
+    log_path = out_dir / LOG_FILE
+    old_lines = log_path.read_text().splitlines() if log_path.exists() and start > 0 else []
+    log_path.write_text("".join(line + "\n" for line in old_lines if json.loads(line)["step"] <= start))
+
+    def save_checkpoint(step: int) -> None:
+        unwrapped = accelerator.unwrap_model(model)
+        info = {"step": step, "tokens_seen": step * cfg.batch_size * cfg.seq_len,
+                "epochs": step * cfg.batch_size / n_rows, "lr": step_lr(cfg, step),
+                "loss": sum(losses) / len(losses) if losses else None, "config": _config_dict(cfg)}
+
+        def write(tmp: Path) -> None:
+            unwrapped.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "ke_checkpoint.json").write_text(json.dumps(info, indent=1))
+
+        _save_atomically(out_dir / f"step{step}", write)
+        _torch_save_atomically({"step": step, "config": _config_dict(cfg), "optimizer": optimizer.state_dict(),
+                                "torch_rng": torch.get_rng_state(),
+                                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                                "losses": list(losses)}, resume_path)
+
+    if start == 0 and 0 in save_steps:
+        save_checkpoint(0)
+    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.steps, disable=not progress, desc="pretrain")
+    with log_path.open("a") as log:
+        for step in bar:
+            lr = step_lr(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            input_ids = rows[batch_rows(step, cfg.batch_size, n_rows)]["input_ids"].to(accelerator.device)
+            loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise RuntimeError(f"loss became {loss_value} at step {step}; lower --lr or raise --warmup-steps.")
+            losses.append(loss_value)
+            log.write(json.dumps({"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm)}) + "\n")
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
+            if step in save_steps:
+                log.flush()
+                save_checkpoint(step)
+    return checkpoints
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _parse_steps(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,100,200; got {text!r}")
+
+
+def add_cli(subparsers) -> None:
+    """Register `ke pretrain`: options mirror PretrainConfig's fields (--hidden-size, --steps, ...)."""
+    parser = subparsers.add_parser("pretrain", help="train a miniature model from scratch (resumable)",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", required=True, help="folder of a datasets.Dataset with a 'text' column")
+    parser.add_argument("--tokenizer", required=True,
+                        help="tokenizer folder; trained on the corpus (--vocab-size) if it holds none")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints step{N}/, train_log.jsonl")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="only used when training the tokenizer")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for field in dataclasses.fields(PretrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name == "family":
+            parser.add_argument(flag, default=field.default, help=f"one of {', '.join(FAMILIES)}")
+        elif field.name == "save_steps":
+            parser.add_argument(flag, type=_parse_steps, default=None,
+                                help="comma-separated steps to checkpoint (default: 0, 1%%, 2%%, 5%%, every 10%%)")
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default,
+                                help=f"default: {field.default}")
+    parser.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> None:
+    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
+    validate(cfg)
+    if not (Path(args.tokenizer) / "tokenizer_config.json").exists():
+        corpus = _load_corpus(args.corpus)
+        train_tokenizer((row["text"] for row in corpus), args.vocab_size, args.tokenizer)
+    for path in pretrain(cfg, args.corpus, args.tokenizer, args.out, progress=not args.no_progress):
+        print(path)
