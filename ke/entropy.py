@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__
 from .errors import UserError
@@ -118,7 +118,8 @@ def measure(model, tokenizer, documents: list[str], settings: EntropySettings | 
     tokens = tokenize_documents(tokenizer, documents, settings.seq_len)
     if not tokens:
         raise UserError("the data holds no non-empty documents; pass a file with at least one line of text.")
-    if settings.attention and model.config._attn_implementation != "eager":
+    implementation = model.config._attn_implementation
+    if settings.attention and implementation != "eager":
         model.set_attn_implementation("eager")  # only eager attention materialises the weights
     sums = _Sums(settings)
     handles = [layer.down.register_forward_pre_hook(sums.ffn_hook(layer.index)) for layer in find_ffn_layers(model)]
@@ -154,6 +155,8 @@ def measure(model, tokenizer, documents: list[str], settings: EntropySettings | 
     finally:
         for handle in handles:
             handle.remove()
+        if model.config._attn_implementation != implementation:
+            model.set_attn_implementation(implementation)
 
     num_docs = len(tokens)
     # Eq. 2: mean over documents of the per-document mean; counting padding: mean over all positions.
@@ -176,10 +179,12 @@ def measure(model, tokenizer, documents: list[str], settings: EntropySettings | 
 
 def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None, max_docs: int | None = None,
                 settings: EntropySettings | None = None, dtype: str = "float32", device: str = "cpu",
-                progress: bool = True) -> dict:
+                progress: bool = True, loaded=None) -> dict:
     """Measure one checkpoint on one data set and write `entropy.json` + `coefficients.safetensors` to out_dir.
 
     Cached: if out_dir already holds a result made with the same inputs, it is returned without recomputing.
+    `loaded` (a ke.models.Loaded of the same source) saves reloading when one checkpoint is measured on several
+    data sets.
     """
     from safetensors.torch import save_file
 
@@ -199,8 +204,7 @@ def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None,
         if cached.get("key") == key:
             return cached
     documents = load_documents(data, max_docs=max_docs)
-    loaded = load_model(source, revision, dtype=dtype, device=device,
-                        attn_implementation="eager" if settings.attention else None)
+    loaded = loaded or load_model(source, revision, dtype=dtype, device=device)
     started = time.time()
     result = measure(loaded.model, loaded.tokenizer, documents, settings, progress=progress)
     record = {**result.summary(), "key": key,

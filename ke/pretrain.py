@@ -15,12 +15,13 @@ import math
 import os
 import shutil
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ke.errors import UserError
 from ke.train import build_optimizer, lr_factor, pack_texts
@@ -155,6 +156,20 @@ def _save_atomically(final: Path, write) -> None:
     os.replace(tmp, final)
 
 
+@contextmanager
+def _no_transformers_bars():
+    """Silence transformers' per-save 'Writing model shards' bar, which would break up the training bar."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
 def _torch_save_atomically(obj, path: Path) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     torch.save(obj, tmp)
@@ -264,7 +279,8 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
         model = build_model(cfg, tokenizer)
     else:
         start = state["step"]
-        model = AutoModelForCausalLM.from_pretrained(out_dir / f"step{start}", dtype=torch.float32)
+        with _no_transformers_bars():
+            model = AutoModelForCausalLM.from_pretrained(out_dir / f"step{start}", dtype=torch.float32)
     model.train()
     optimizer = build_optimizer(model, cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -292,7 +308,8 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
             tokenizer.save_pretrained(tmp)
             (tmp / "ke_checkpoint.json").write_text(json.dumps(info, indent=1))
 
-        _save_atomically(out_dir / f"step{step}", write)
+        with _no_transformers_bars():
+            _save_atomically(out_dir / f"step{step}", write)
         _torch_save_atomically({"step": step, "config": _config_dict(cfg), "optimizer": optimizer.state_dict(),
                                 "torch_rng": torch.get_rng_state(),
                                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -362,6 +379,6 @@ def _run_cli(args: argparse.Namespace) -> None:
     validate(cfg)
     if not (Path(args.tokenizer) / "tokenizer_config.json").exists():
         corpus = _load_corpus(args.corpus)
-        train_tokenizer((row["text"] for row in corpus), args.vocab_size, args.tokenizer)
+        train_tokenizer((batch["text"] for batch in corpus.iter(batch_size=1000)), args.vocab_size, args.tokenizer)
     for path in pretrain(cfg, args.corpus, args.tokenizer, args.out, progress=not args.no_progress):
         print(path)

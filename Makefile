@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make book` (build the whole book, offline default preset) and `make test`.
+PYTHON ?= python3
+PRESET ?= default
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup book test bench notebooks check-html clean
+
+$(BIN)/ke: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/ke
+
+book: setup
+	$(BIN)/ke book --preset $(PRESET)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_entropy.py
+
+notebooks: setup
+	$(BIN)/python -m pip install -q jupyterlab
+	$(BIN)/python -m ipykernel install --user --name ke --display-name "Python (ke)"
+	$(BIN)/jupyter lab book/
+
+check-html:
+	$(BIN)/python .ci/browser_check.py _build/html/book/entropy.html _build/entropy.png
+
+clean:
+	rm -rf _build

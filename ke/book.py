@@ -1,0 +1,115 @@
+"""Build the book: train the zoo, execute the notebooks with Papermill (one per checkpoint, then one per
+chapter), and render the executed notebooks with Jupyter Book into _build/html.
+
+The sources in book/ are never modified: executed copies go to _build/stage/, a mirror of the book that
+Jupyter Book renders with execution off.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import load_preset
+from .errors import UserError
+from .zoo import build_zoo, checkpoints
+
+CHECKPOINT_TEMPLATE = "book/checkpoint.ipynb"  # executed once per (model, checkpoint) of the preset
+
+
+def chapter_notebooks(root: Path) -> list[str]:
+    """Notebooks listed in _toc.yml, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]] + [entry["file"] for part in toc.get("parts", [toc]) for entry in part.get("chapters", [])
+                             if "file" in entry]
+    return [f + ".ipynb" for f in files if (root / f"{f}.ipynb").exists()]
+
+
+def execute(root: Path, template: str, output: Path, parameters: dict, force: bool = False,
+            title: str | None = None) -> bool:
+    """Run one notebook with Papermill unless an up-to-date copy with the same parameters exists."""
+    import papermill
+
+    source = root / template
+    if not force and output.exists() and output.stat().st_mtime > source.stat().st_mtime:
+        stored = json.loads(output.read_text()).get("metadata", {}).get("papermill", {}).get("parameters")
+        if stored == parameters:
+            return False
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(source), str(output), parameters=parameters, cwd=str(source.parent),
+                               kernel_name="python3", progress_bar=False)
+    finish(output, title)
+    return True
+
+
+def finish(notebook: Path, title: str | None = None) -> None:
+    """The book shows the parameters Papermill injected, not the template's defaults they override; a page
+    executed from a template gets its own title."""
+    import nbformat
+    nb = nbformat.read(notebook, as_version=4)
+    if title:
+        first = next(c for c in nb.cells if c.cell_type == "markdown")
+        first.source = "\n".join([f"# {title}"] + first.source.splitlines()[1:])
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
+    nbformat.write(nb, notebook)
+
+
+def build_book(name: str = "default", root: Path | None = None, warnings_as_errors: bool = False,
+               force: bool = False, progress: bool = True) -> Path:
+    preset = load_preset(name, root)
+    root = preset.root
+    started = time.time()
+    build_zoo(preset, progress=progress)
+    print(f"[book] zoo ready ({time.time() - started:.0f} s)", flush=True)
+
+    stage = root / "_build" / "stage"
+    (stage / "book").mkdir(parents=True, exist_ok=True)
+    for page in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / page, stage / page)
+    for page in (root / "book").iterdir():
+        if page.suffix in (".md", ".bib", ".png", ".svg"):
+            shutil.copy2(page, stage / "book" / page.name)
+
+    wanted = set()
+    for key in preset.models:
+        for checkpoint in checkpoints(preset, key):
+            out = stage / "book" / "checkpoints" / f"{key}-{checkpoint.name}.ipynb"
+            wanted.add(out)
+            ran = execute(root, CHECKPOINT_TEMPLATE, out, {"name": name, "model": key, "step": checkpoint.step},
+                          force, title=f"{preset.models[key].label}, step {checkpoint.step}")
+            print(f"[book] {'ran' if ran else 'kept'} {out.relative_to(stage)} ({time.time() - started:.0f} s)",
+                  flush=True)
+    for stale in (stage / "book" / "checkpoints").glob("*.ipynb"):
+        if stale not in wanted:
+            stale.unlink()  # a checkpoint of another preset
+    for notebook in chapter_notebooks(root):
+        ran = execute(root, notebook, stage / notebook, {"name": name}, force)
+        print(f"[book] {'ran' if ran else 'kept'} {notebook} ({time.time() - started:.0f} s)", flush=True)
+
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root)]
+    if warnings_as_errors:
+        command.append("-W")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stdout[-4000:], result.stderr[-4000:], file=sys.stderr)
+        raise UserError("jupyter-book build failed (its output is above); fix the page it names and run again.")
+    index = root / "_build" / "html" / "index.html"
+    print(f"[book] built {index} in {time.time() - started:.0f} s", flush=True)
+    return index
+
+
+def add_cli(subparsers):
+    p = subparsers.add_parser("book", help="train the zoo, execute every notebook, build the HTML book")
+    p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml")
+    p.add_argument("--warnings-as-errors", action="store_true")
+    p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
+    p.set_defaults(func=lambda args: build_book(args.preset, warnings_as_errors=args.warnings_as_errors,
+                                                force=args.force))

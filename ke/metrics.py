@@ -1,0 +1,207 @@
+"""Knowledge probes, acquisition / forgetting and multiple-choice tasks (DIGEST 1.5, 2 E3, 7.7)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from ke.errors import UserError
+from ke.knowledge import KINDS, SETS, Probe
+
+NORMALISATIONS = ("per_token", "official")
+TASK_METRICS = ("acc", "len_norm")
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into (input_ids, attention_mask)."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def _token_log_probs(model, rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, int]:
+    """log p(token j | tokens < j) for j >= 1 of each right-padded row: tensor [B, L-1] and L (padded length)."""
+    ids, mask = _pad(rows, pad_id, _device(model))
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+    return logp.cpu(), ids.shape[1]
+
+
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    return was_training
+
+
+def probe_log_probs(model, tokenizer, probes: list[Probe], batch_size: int = 16,
+                    normalisation: str = "per_token") -> list[float]:
+    """ℓ(p; θ) of each probe, in the order given.
+
+    Each probe is scored as the official code does: the text `input + " " + target` is tokenized without
+    special tokens and the target tokens are those after the first len(tokenize(input)) tokens.
+    - "per_token" (our default): mean log-probability of the target tokens, the paper's "average log
+      probability of the target span"; independent of batching.
+    - "official": -(summed target-token NLL) / (L_pad - 1), L_pad = the longest probe of the batch (the
+      official `eval_batch`, DIGEST 7.7). It depends on which probes share a batch; we batch consecutive
+      probes of the same (set, kind), `batch_size` at a time (the official code batched 16 per GPU after a
+      DistributedSampler over 4 GPUs, so its batch composition differs).
+    """
+    if normalisation not in NORMALISATIONS:
+        raise UserError(f"Probe normalisation must be one of {NORMALISATIONS}; got {normalisation!r}.")
+    if not probes:
+        return []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    inputs = tokenizer([p.input for p in probes], add_special_tokens=False)["input_ids"]
+    texts = tokenizer([f"{p.input} {p.target}" for p in probes], add_special_tokens=False)["input_ids"]
+    starts = [max(1, len(x)) for x in inputs]  # the first token has no prediction
+    for p, start, full in zip(probes, starts, texts):
+        if len(full) <= start:
+            raise UserError(f"Probe target {p.target!r} (set {p.set}, item {p.item}) adds no tokens after its "
+                            f"input; fix the probe or the tokenizer.")
+    # batches: consecutive probes, never across a (set, kind) boundary
+    batches, current = [], []
+    for i, p in enumerate(probes):
+        group_changed = current and (probes[current[0]].set, probes[current[0]].kind) != (p.set, p.kind)
+        if current and (len(current) == batch_size or group_changed):
+            batches.append(current)
+            current = []
+        current.append(i)
+    batches.append(current)
+
+    was_training = _eval_mode(model)
+    values = [0.0] * len(probes)
+    for batch in batches:
+        logp, length = _token_log_probs(model, [texts[i] for i in batch], pad_id)
+        for row, i in enumerate(batch):
+            target = logp[row, starts[i] - 1: len(texts[i]) - 1]  # predictions of tokens starts[i] .. end
+            if normalisation == "per_token":
+                values[i] = target.mean().item()
+            else:
+                values[i] = target.sum().item() / (length - 1)
+    model.train(was_training)
+    return values
+
+
+def knowledge_score(values_by_probe: list[float], probes: list[Probe]) -> dict:
+    """K of Eq. 4: per set, the mean over items of the mean of that item's probe values; combined
+    K = (|W_once| K_once + |W_para| K_para) / (|W_once| + |W_para|). The same per kind in `by_kind`.
+    Returns {"K", "K_para", "K_once", "n_para", "n_once", "by_kind": {kind: {"K", "K_para", "K_once"}}};
+    a set without probes gives None."""
+    if len(values_by_probe) != len(probes):
+        raise ValueError(f"{len(values_by_probe)} values for {len(probes)} probes.")
+
+    def score(selected) -> dict:
+        per_item = defaultdict(list)  # (set, item) -> values
+        for v, p in selected:
+            per_item[(p.set, p.item)].append(v)
+        out, weights = {}, {}
+        for s in SETS:
+            means = [sum(v) / len(v) for (s2, _), v in per_item.items() if s2 == s]
+            out[s] = sum(means) / len(means) if means else None
+            weights[s] = len(means)
+        total = sum(weights[s] for s in SETS if out[s] is not None)
+        combined = sum(weights[s] * out[s] for s in SETS if out[s] is not None) / total if total else None
+        return {"K": combined, "K_para": out["paraphrase"], "K_once": out["once"],
+                "n_para": weights["paraphrase"], "n_once": weights["once"]}
+
+    pairs = list(zip(values_by_probe, probes))
+    result = score(pairs)
+    result["by_kind"] = {}
+    for kind in KINDS:
+        sub = score([(v, p) for v, p in pairs if p.kind == kind])
+        result["by_kind"][kind] = {k: sub[k] for k in ("K", "K_para", "K_once")}
+    return result
+
+
+def acquisition(k_cl: float, k_pt: float) -> float:
+    """A in percent: 100 (K_CL - K_PT) / |K_PT| (DIGEST 1.5: the sign convention that fits Tables 1-2)."""
+    return 100.0 * (k_cl - k_pt) / abs(k_pt)
+
+
+def forgetting(p_cl: float, p_pt: float) -> float:
+    """F in percent: -100 (P_CL - P_PT) / P_PT (Eq. 5); positive when performance dropped."""
+    return -100.0 * (p_cl - p_pt) / p_pt
+
+
+def check_tasks(tasks) -> None:
+    """Raise UserError unless `tasks` is [{"name", "role", "questions": [{"context", "choices", "answer"}]}]."""
+    if not isinstance(tasks, list):
+        raise UserError(f"Tasks must be a JSON list of task objects; got {type(tasks).__name__}.")
+    for t in tasks:
+        if not isinstance(t, dict) or not {"name", "questions"} <= set(t) or not t["questions"]:
+            raise UserError("Every task needs a 'name' and a non-empty 'questions' list.")
+        if t.get("metric", "acc") not in TASK_METRICS:
+            raise UserError(f"Task {t['name']}: metric must be one of {TASK_METRICS}; got {t['metric']!r}.")
+        for q in t["questions"]:
+            if not (isinstance(q, dict) and isinstance(q.get("context"), str) and isinstance(q.get("choices"), list)
+                    and len(q["choices"]) >= 2 and isinstance(q.get("answer"), int)
+                    and 0 <= q["answer"] < len(q["choices"])):
+                raise UserError(f"Task {t['name']}: every question needs a 'context' string, at least two "
+                                f"'choices' and an 'answer' index into them.")
+
+
+def task_accuracy(model, tokenizer, tasks: list[dict], batch_size: int = 32, metric: str = "acc") -> dict[str, float]:
+    """Zero-shot multiple-choice accuracy in percent per task; P is the mean of the returned values.
+
+    A question is answered by the choice with the highest log-likelihood of `" " + choice` given `context`
+    (context and continuation tokenized separately and concatenated, as OLMo's downstream evaluator does).
+    metric "acc" (default): summed log-likelihood, the plain likelihood ranking (OLMo's metric for SciQ,
+    Winogrande, ARC-Easy), needing no assumption on how text length relates to tokens. "len_norm": summed
+    log-likelihood / number of characters of the choice (OLMo's len_norm, used for PIQA, HellaSwag, OBQA;
+    fairer when choices differ much in length). A task may set its own "metric" key, which wins.
+    """
+    check_tasks(tasks)
+    if metric not in TASK_METRICS:
+        raise UserError(f"Task metric must be one of {TASK_METRICS}; got {metric!r}.")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # one row per (task, question, choice)
+    rows, meta = [], []
+    for ti, task in enumerate(tasks):
+        for qi, q in enumerate(task["questions"]):
+            context = tokenizer(q["context"], add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+            for ci, choice in enumerate(q["choices"]):
+                continuation = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+                rows.append(context + continuation)
+                meta.append((ti, qi, ci, len(context), len(choice)))
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch (less padding)
+    scores = [0.0] * len(rows)
+    was_training = _eval_mode(model)
+    for b in range(0, len(order), batch_size):
+        batch = order[b:b + batch_size]
+        logp, _ = _token_log_probs(model, [rows[i] for i in batch], pad_id)
+        for r, i in enumerate(batch):
+            ti, _, _, n_ctx, n_chars = meta[i]
+            total = logp[r, n_ctx - 1: len(rows[i]) - 1].sum().item()
+            use = tasks[ti].get("metric", metric)
+            scores[i] = total / max(1, n_chars) if use == "len_norm" else total
+    model.train(was_training)
+    best = {}  # (task, question) -> (score, choice)
+    for i, (ti, qi, ci, _, _) in enumerate(meta):
+        if (ti, qi) not in best or scores[i] > best[(ti, qi)][0]:
+            best[(ti, qi)] = (scores[i], ci)
+    result = {}
+    for ti, task in enumerate(tasks):
+        correct = sum(best[(ti, qi)][1] == q["answer"] for qi, q in enumerate(task["questions"]))
+        result[task["name"]] = 100.0 * correct / len(task["questions"])
+    return result
+
+
+def correlation(x, y) -> dict:
+    """Pearson and Spearman correlation with two-sided p-values (scipy.stats)."""
+    from scipy import stats
+    x, y = [float(v) for v in x], [float(v) for v in y]
+    if len(x) != len(y) or len(x) < 3:
+        raise UserError(f"Correlation needs two equally long series of at least 3 points; got {len(x)} and {len(y)}.")
+    pr, pp = stats.pearsonr(x, y)
+    sr, sp = stats.spearmanr(x, y)
+    return {"pearson_r": float(pr), "pearson_p": float(pp), "spearman_r": float(sr), "spearman_p": float(sp),
+            "n": len(x)}

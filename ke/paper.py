@@ -1,0 +1,41 @@
+"""What the paper reports (from shared/paper/DIGEST.md): numbers of Tables 1-2, ranges and claims of the figures.
+Drawn beside our results in the book; never used to choose or tune anything."""
+
+CHECKPOINTS_1B = [118_000, 369_000, 554_000, 738_000]  # the columns of Tables 1-2 (OLMo-1B steps)
+FINAL_STEP = {"OLMo-1B": 738_020, "OLMo-7B": 557_000}
+
+# Table 1 (A and F, %) and Table 2 (K and P after continual learning), OLMo-1B, columns CHECKPOINTS_1B.
+TABLE_ROWS = {
+    "baseline": "(a) Baseline",
+    "batch_x16": "(b) BS: 128 → 2048",
+    "lr_x2.5": "(c) lr: 4e-4 → 1e-3",
+    "lr_div4": "(d) lr: 4e-4 → 1e-4",
+    "epochs_3": "(e) ep: 1 → 3",
+}
+TABLE1_A = {"baseline": [25.2, 24.8, 21.4, 18.8], "batch_x16": [8.9, 7.8, 1.0, -92.2],
+            "lr_x2.5": [17.3, 15.7, 10.7, 5.0], "lr_div4": [21.6, 23.0, 23.7, 22.6], "epochs_3": [28.8, 28.0, 25.9, 24.5]}
+TABLE1_F = {"baseline": [10.5, 12.9, 17.0, 19.5], "batch_x16": [2.2, 3.5, 5.5, 44.9],
+            "lr_x2.5": [16.7, 20.3, 23.0, 23.5], "lr_div4": [2.4, 3.2, 4.6, 7.3], "epochs_3": [14.8, 17.4, 20.1, 23.1]}
+TABLE2_K = {"baseline": [-0.281, -0.280, -0.293, -0.301], "batch_x16": [-0.342, -0.344, -0.368, -0.714],
+            "lr_x2.5": [-0.310, -0.314, -0.332, -0.353], "lr_div4": [-0.294, -0.287, -0.284, -0.287],
+            "epochs_3": [-0.267, -0.268, -0.276, -0.280]}
+TABLE2_P = {"baseline": [54.0, 54.6, 52.8, 52.0], "batch_x16": [59.0, 60.5, 60.1, 35.6],
+            "lr_x2.5": [50.3, 49.9, 49.0, 49.4], "lr_div4": [58.9, 60.7, 60.6, 59.9], "epochs_3": [51.4, 51.7, 50.8, 49.7]}
+# Implied by inverting Tables 1-2 (DIGEST 4.3; not printed in the paper).
+IMPLIED_K_PT = [-0.375, -0.373, -0.372, -0.371]
+IMPLIED_P_PT = [60.3, 62.7, 63.6, 64.6]
+
+CORRELATION = {"entropy_vs_acquisition": 0.94, "entropy_vs_forgetting": -0.96}  # Pearson r (footnote 11)
+
+# Per figure: what the paper shows, in one or two sentences, and the y-range read off its axes.
+FIGURES = {
+    "fig1": "Schematic: coefficient distributions become sparser from the initial to the final stage.",
+    "fig2": "Knowledge entropy decreases consistently along pretraining for OLMo-1B (143.6-144.0 nats, maximum "
+            "16 ln 8192 = 144.18) and OLMo-7B (297.0-297.6, maximum 297.80).",
+    "fig3": "Attention entropy (sum over 16 layers, about 40-70) falls sharply early, then slowly; next-token "
+            "entropy (about 2.4-2.8) falls consistently.",
+    "fig6": "Pythia-1.4B's knowledge entropy also decreases along its checkpoints (143.4-143.7).",
+    "fig7": "The decrease is the same when measured on Dolma, C4 or PubMed (143.3-143.9).",
+    "fig8": "Every layer's entropy decreases, the last layer the most (1B: 8.88-9.00 per layer).",
+    "fig9": "The ReLU-style coefficient gives the same decreasing trend as |SwiGLU| (143.2-144.0).",
+}

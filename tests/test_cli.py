@@ -1,0 +1,128 @@
+"""The `ke` command line: an end-to-end run in a subprocess, and one clear line (exit status 2) for bad input."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import make_texts
+from ke.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm lines (ours and transformers' weight loading) are not messages
+
+
+@pytest.fixture
+def docs(tmp_path) -> Path:
+    path = tmp_path / "docs.txt"
+    path.write_text("\n".join(make_texts(8, seed=2)))
+    return path
+
+
+def message_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip() and not PROGRESS_BAR.search(line)]
+
+
+def assert_one_error_line(stderr: str, *names: str):
+    """Bad input: no traceback, exactly one message line, and it names the offending input."""
+    assert "Traceback" not in stderr
+    lines = message_lines(stderr)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("ke ") and "error" in lines[0]
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+
+
+def entropy_args(model, data, out, *extra):
+    return ["entropy", str(model), "--data", str(data), "--seq-len", "32", "--batch-size", "2",
+            "--out", str(out), *extra]
+
+
+def test_entropy_end_to_end(tiny_models, docs, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "ke.cli", *entropy_args(tiny_models("olmo"), docs, out, "--max-docs", "5",
+                                                              "--attention", "--ntp")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    shown = json.loads(done.stdout.splitlines()[0])
+    record = json.loads((out / "entropy.json").read_text())
+    for name in ("knowledge_entropy", "attention_entropy", "ntp_entropy"):
+        assert shown[name] == pytest.approx(record[name], abs=1e-12)
+    assert record["num_docs"] == shown["num_docs"] == 5
+    assert len(record["layer_attention_entropy"]) == 2 and len(record["head_attention_entropy"][0]) == 4
+    assert record["provenance"]["seq_len"] == 32
+    coefficients = load_file(str(out / "coefficients.safetensors"))["mean_abs_coefficients"]
+    assert tuple(coefficients.shape) == (2, 48)
+
+
+def test_missing_data_file_in_subprocess(tiny_models, tmp_path):
+    missing = tmp_path / "nowhere.txt"
+    done = subprocess.run([sys.executable, "-m", "ke.cli", *entropy_args(tiny_models("olmo"), missing, tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert_one_error_line(done.stderr, str(missing))
+    assert not (tmp_path / "entropy.json").exists()
+
+
+def test_missing_model_folder(docs, tmp_path, capsys):
+    missing = tmp_path / "no_such_model"
+    assert main(entropy_args(missing, docs, tmp_path / "out")) == 2
+    assert_one_error_line(capsys.readouterr().err, str(missing))
+
+
+def test_empty_data_file(tiny_models, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(entropy_args(tiny_models("olmo"), empty, tmp_path / "out")) == 2
+    assert_one_error_line(capsys.readouterr().err, str(empty))
+
+
+def test_revision_on_local_folder_is_refused(tiny_models, docs, tmp_path, capsys):
+    """A local folder has no branches: silently ignoring --revision would record a revision that was never
+    loaded in the provenance. Refuse it, naming the option."""
+    out = tmp_path / "out"
+    assert main(entropy_args(tiny_models("olmo"), docs, out, "--revision", "step123")) == 2
+    assert_one_error_line(capsys.readouterr().err, "--revision")
+    assert not (out / "entropy.json").exists()
+
+
+def test_seq_len_zero_is_an_argparse_error(tiny_models, docs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(entropy_args(tiny_models("olmo"), docs, tmp_path / "out", "--seq-len", "0"))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "--seq-len" in err.splitlines()[-1] and "0" in err.splitlines()[-1]
+
+
+def test_mixture_of_experts_is_refused(tiny_models, docs, tmp_path, capsys):
+    assert main(entropy_args(tiny_models("qwen2_moe"), docs, tmp_path / "out")) == 2
+    assert_one_error_line(capsys.readouterr().err, "mixture-of-experts")
+
+
+def test_cuda_on_a_cpu_machine(tiny_models, docs, tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    assert main(entropy_args(tiny_models("olmo"), docs, tmp_path / "out", "--device", "cuda")) == 2
+    assert_one_error_line(capsys.readouterr().err, "--device")
+
+
+def test_checkpoints_lists_steps(tiny_models, tmp_path, capsys):
+    run = tmp_path / "run"
+    for step in (100, 0, 10):
+        shutil.copytree(tiny_models("olmo"), run / f"step{step}")
+    assert main(["checkpoints", str(run)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows == [["0", "step0"], ["10", "step10"], ["100", "step100"]]
+
+
+def test_checkpoints_of_missing_run(tmp_path, capsys):
+    assert main(["checkpoints", str(tmp_path / "no_run")]) == 2
+    assert_one_error_line(capsys.readouterr().err, str(tmp_path / "no_run"))
