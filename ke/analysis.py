@@ -9,8 +9,10 @@ from scipy import stats
 
 from .config import Preset
 from .entropy import EntropySettings, load_coefficients, run_entropy
-from .models import load_model
+from .models import load_model, quiet_transformers
 from .zoo import checkpoints, final_step
+
+quiet_transformers()  # the book's pages show results, not loading bars
 
 ROLES = ("dolma", "pubmed", "c4")  # the paper's corpora; the miniature generates stand-ins for each
 

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .models import quiet_transformers
+    quiet_transformers()
     try:
         args.func(args)
     except UserError as error:

@@ -63,10 +63,13 @@ class Preset:
         spec = self.models[key]
         return str(self.zoo_dir / key) if spec.is_zoo else spec.source
 
-    def corpus(self, role: str) -> str:
-        """Data spec of a corpus role (dolma, pubmed, c4): a folder of the generated world, or as configured."""
-        spec = self.entropy["corpora"][role]
+    def resolve(self, spec: str) -> str:
+        """A data spec of the preset: "world:<path>" is a path inside the generated world, anything else as is."""
         return str(self.world_dir / spec[len("world:"):]) if spec.startswith("world:") else spec
+
+    def corpus(self, role: str) -> str:
+        """Data spec of an entropy corpus role (dolma, pubmed, c4)."""
+        return self.resolve(self.entropy["corpora"][role])
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -34,17 +34,21 @@ def load_documents(spec: str, max_docs: int | None = None, text_field: str = "te
 
 def _from_file(path: Path, text_field: str, max_docs: int | None) -> list[str]:
     if path.suffix == ".txt":
-        return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()]
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         docs = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                docs.append(json.loads(line)[text_field])
+                text = json.loads(line)[text_field]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"line {number} of {path} is not a JSON object with a {text_field!r} field; "
-                                "fix that line or pass a .txt file.") from None
+                text = None
+            if not isinstance(text, str):
+                raise UserError(f"line {number} of {path} is not a JSON object with a {text_field!r} string field; "
+                                "fix that line or pass a .txt file.")
+            if text.strip():
+                docs.append(text)
             if max_docs and len(docs) >= max_docs:
                 break
         return docs
@@ -59,9 +63,13 @@ def _from_saved_dataset(path: Path, text_field: str, max_docs: int | None) -> li
         raise UserError(f"folder {path} is not a saved data set; pass a folder written by save_to_disk.") from None
     if text_field not in dataset.column_names:
         raise UserError(f"data set {path} has no {text_field!r} column; its columns are {dataset.column_names}.")
-    if max_docs:
-        dataset = dataset.select(range(min(max_docs, len(dataset))))
-    return list(dataset[text_field])
+    docs = []
+    for text in dataset[text_field]:
+        if text and text.strip():
+            docs.append(text)
+            if max_docs and len(docs) >= max_docs:
+                break
+    return docs
 
 
 def _from_hub(spec: str, text_field: str, max_docs: int | None) -> list[str]:
@@ -72,6 +80,8 @@ def _from_hub(spec: str, text_field: str, max_docs: int | None) -> list[str]:
         stream = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
         docs = []
         for row in stream:
+            if not (row[text_field] and row[text_field].strip()):
+                continue
             docs.append(row[text_field])
             if max_docs and len(docs) >= max_docs:
                 break

@@ -197,7 +197,7 @@ def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None,
         raise UserError(f"--max-docs must be a positive integer; got {max_docs}.")
     out_dir = Path(out_dir)
     key = {"model": source, "revision": revision, "data": data, "max_docs": max_docs, "dtype": dtype,
-           **asdict(settings)}
+           **asdict(settings), "model_files": _fingerprint(source), "data_files": _fingerprint(data)}
     result_file = out_dir / "entropy.json"
     if result_file.exists():
         cached = json.loads(result_file.read_text())
@@ -218,6 +218,18 @@ def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None,
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(result_file)  # written last and atomically: a present entropy.json means a finished run
     return record
+
+
+def _fingerprint(spec: str) -> str | None:
+    """Name, size and modification time of every file of a local path (None for hub ids), hashed."""
+    import hashlib
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+             for p in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def load_coefficients(out_dir) -> torch.Tensor:

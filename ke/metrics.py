@@ -205,3 +205,54 @@ def correlation(x, y) -> dict:
     sr, sp = stats.spearmanr(x, y)
     return {"pearson_r": float(pr), "pearson_p": float(pp), "spearman_r": float(sr), "spearman_p": float(sp),
             "n": len(x)}
+
+
+def entity_perplexity(model, tokenizer, documents: list[str], entities: list[list[str]], batch_size: int = 16,
+                      max_length: int | None = None, progress: bool = False) -> list[float | None]:
+    """Per document, the mean over its entity occurrences of exp(mean NLL of the occurrence's tokens given the
+    document before them) (Fig. 10, DIGEST 2 E6). An occurrence is a whole-word match of one of the document's
+    entity strings; its tokens are those whose character span overlaps the match. Each document is preceded by
+    the EOS token (the separator before every document of the packed training data), so an entity at the very
+    start is scored too. Documents are cut to `max_length` tokens (EOS included); occurrences cut off are
+    skipped. None for a document with no scored occurrence. Needs a fast tokenizer (character offsets)."""
+    import math
+    import re
+
+    from tqdm import tqdm
+
+    if len(documents) != len(entities):
+        raise UserError(f"Entity perplexity needs one entity list per document; got {len(entities)} lists for "
+                        f"{len(documents)} documents.")
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"Entity perplexity needs a fast tokenizer (character offsets); "
+                        f"got {type(tokenizer).__name__}.")
+    start_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start_id
+    rows, occurrences = [], []  # per document: token ids; list of token-position lists, one per occurrence
+    for text, names in zip(documents, entities):
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = ([start_id] + encoded["input_ids"])[:max_length]
+        offsets = ([(0, 0)] + [tuple(o) for o in encoded["offset_mapping"]])[:len(ids)]
+        found = []
+        for name in dict.fromkeys(names):
+            for match in re.finditer(rf"(?<!\w){re.escape(name)}(?!\w)", text):
+                positions = [j for j in range(1, len(ids))
+                             if offsets[j][0] < match.end() and offsets[j][1] > match.start()]
+                if positions and offsets[positions[-1]][1] >= match.end():  # not cut off by max_length
+                    found.append(positions)
+        rows.append(ids)
+        occurrences.append(found)
+
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
+    result: list[float | None] = [None] * len(rows)
+    was_training = _eval_mode(model)
+    for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc="entity perplexity"):
+        batch = order[b:b + batch_size]
+        logp, _ = _token_log_probs(model, [rows[i] for i in batch], pad_id)
+        for r, i in enumerate(batch):
+            perplexities = [math.exp(-logp[r, [j - 1 for j in positions]].mean().item())
+                            for positions in occurrences[i]]
+            if perplexities:
+                result[i] = sum(perplexities) / len(perplexities)
+    model.train(was_training)
+    return result

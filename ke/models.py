@@ -100,6 +100,13 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     return [next(getattr(block, n) for n in ATTENTION_NAMES if hasattr(block, n)) for block in decoder_layers(model)]
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars or warnings from transformers (for the CLI and the book's pages)."""
+    from transformers.utils import logging
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def _is_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
 
@@ -132,6 +139,9 @@ def load_model(source: str, revision: str | None = None, *, dtype: str = "float3
         if not (folder / "config.json").exists():
             raise UserError(f"model folder {source} does not exist or holds no config.json; "
                             "pass a folder written by save_pretrained or a hub id such as allenai/OLMo-1B-hf.")
+    if local and revision:
+        raise UserError(f"--revision {revision} applies to hub ids, but {source} is a local folder; pass the "
+                        "checkpoint folder itself (list them with `ke checkpoints`).")
     kwargs = {"revision": revision} if revision and not local else {}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

@@ -32,7 +32,6 @@ PAD_TOKEN = "<|padding|>"
 LOSS_WINDOW = 20  # steps averaged into a checkpoint's `loss`
 RESUME_FILE = "resume_state.pt"
 LOG_FILE = "train_log.jsonl"
-PACKED_DIR = "packed"
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -50,8 +49,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir):
     out_dir = Path(out_dir)
     if (out_dir / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(out_dir)
-    if vocab_size < 300:
-        raise UserError(f"vocab_size must be at least 300 (256 bytes + special tokens + merges); got {vocab_size}.")
+    if vocab_size < 259:
+        raise UserError(f"--vocab-size must be at least 259 (256 bytes, 2 special tokens, 1 merge); got {vocab_size}.")
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -83,11 +82,13 @@ class PretrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
-    save_steps: list[int] | None = None  # None -> default_save_steps(steps)
+    save_steps: list[int] | None = None  # None -> default_save_steps(steps); the final step is always saved
     mixed_precision: str = "no"        # accelerate's: "no" | "bf16" | "fp16"
 
     def resolved_save_steps(self) -> list[int]:
-        return sorted(set(self.save_steps)) if self.save_steps is not None else default_save_steps(self.steps)
+        if self.save_steps is None:
+            return default_save_steps(self.steps)
+        return sorted(set(self.save_steps) | {self.steps})  # the final checkpoint marks a finished run
 
 
 def validate(cfg: PretrainConfig) -> None:
@@ -188,7 +189,7 @@ def _load_corpus(corpus_dir):
         raise UserError(f"--corpus {corpus_dir} holds no saved dataset; pass a folder written by Dataset.save_to_disk.")
     if isinstance(corpus, datasets.DatasetDict):
         if "train" not in corpus:
-            raise UserError(f"--corpus {corpus_dir} is a DatasetDict without a 'train' split; save one Dataset instead.")
+            raise UserError(f"--corpus {corpus_dir} is a DatasetDict without a 'train' split; save a Dataset.")
         corpus = corpus["train"]
     if "text" not in corpus.column_names:
         raise UserError(f"--corpus {corpus_dir} has no 'text' column (columns: {corpus.column_names}).")
@@ -207,10 +208,10 @@ def _load_tokenizer(tokenizer_dir):
 
 
 def _packed_rows(corpus_dir, tokenizer, seq_len: int, out_dir: Path):
-    """The corpus packed into rows of seq_len tokens, cached at out_dir/packed (packed once per run folder)."""
+    """The corpus packed into rows of seq_len tokens, cached at out_dir/packed_seq{seq_len} (packed once)."""
     import datasets
 
-    packed_dir = out_dir / PACKED_DIR
+    packed_dir = out_dir / f"packed_seq{seq_len}"
     if not packed_dir.exists():
         corpus = _load_corpus(corpus_dir)
         was_caching = datasets.is_caching_enabled()
@@ -245,7 +246,7 @@ def _config_dict(cfg: PretrainConfig) -> dict:
 
 def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: bool = True, *,
              stop_after: int | None = None) -> list[Path]:
-    """Train a model from scratch and return the checkpoint folders `out_dir/step{N}` (in step order).
+    """Train a model from scratch and return the checkpoint folders `out_dir/step{N}` saved so far, in step order.
 
     Resumes from the latest checkpoint if `out_dir` holds an interrupted run of the same configuration;
     returns at once if the run is finished. `stop_after` ends the loop after that step (simulates an
@@ -273,7 +274,8 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
     resume_path = out_dir / RESUME_FILE
     state = torch.load(resume_path, weights_only=False) if resume_path.exists() else None
     if state is not None and state["config"] != _config_dict(cfg):
-        raise UserError(f"--out {out_dir} holds a run with another configuration; use a new --out folder or the same settings.")
+        raise UserError(f"--out {out_dir} holds a run with another configuration; "
+                        "use a new --out folder or the same settings.")
     if state is None:
         start = 0
         model = build_model(cfg, tokenizer)
@@ -339,7 +341,7 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
             if step in save_steps:
                 log.flush()
                 save_checkpoint(step)
-    return checkpoints
+    return [path for path in checkpoints if path.exists()]
 
 
 # ----------------------------------------------------------------------------- command line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import ke  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import pytest
 import torch
 

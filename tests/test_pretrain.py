@@ -66,6 +66,7 @@ def test_default_save_steps_cover_stages():
         for fraction in (0.2, 0.5):  # initial and mid stage checkpoints exist (DIGEST 1.6)
             assert round(fraction * steps) in s
     assert 12 <= len(default_save_steps(1500)) <= 16
+    assert PretrainConfig(steps=10, save_steps=[5, 0, 5]).resolved_save_steps() == [0, 5, 10]  # final always saved
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +161,8 @@ def test_determinism_resume_and_finished_run(olmo_run, corpus, tmp_path):
     assert not torch.equal(weights(other / "step16")["lm_head.weight"], ref_final["lm_head.weight"])
     # interrupted at step 11 (after the step-8 checkpoint), then rerun -> same weights and log as uninterrupted
     resumed = tmp_path / "resumed"
-    pretrain(cfg, corpus_dir, tok_dir, resumed, progress=False, stop_after=11)
+    saved = pretrain(cfg, corpus_dir, tok_dir, resumed, progress=False, stop_after=11)
+    assert saved == [resumed / "step0", resumed / "step4", resumed / "step8"]
     assert not (resumed / "step16").exists() and len(read_log(resumed)) == 11
     assert torch.load(resumed / "resume_state.pt", weights_only=False)["step"] == 8
     pretrain(cfg, corpus_dir, tok_dir, resumed, progress=False)
