@@ -39,6 +39,7 @@ def check(page: Path, screenshot: Path | None = None) -> list[str]:
         shot = screenshot or Path(profile) / "shot.png"
         subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2400", url],
                        capture_output=True, timeout=120)
+        blank_screenshot = not shot.exists() or not non_blank(shot)
     problems = []
     images = re.findall(r'<img[^>]+src="([^"]+)"', dom)
     figures = [src for src in images if "_images/" in src or src.startswith("data:image")]
@@ -52,7 +53,7 @@ def check(page: Path, screenshot: Path | None = None) -> list[str]:
             problems.append(f"{page}: image {src} is missing")
         elif file.suffix == ".png" and not non_blank(file):
             problems.append(f"{page}: image {src} is blank")
-    if not shot.exists() or not non_blank(shot):
+    if blank_screenshot:
         problems.append(f"{page}: the screenshot is missing or blank")
     return problems
 

@@ -7,10 +7,12 @@ Jupyter Book renders with execution off.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -63,11 +65,11 @@ def finish(notebook: Path, title: str | None = None) -> None:
 
 
 def build_book(name: str = "default", root: Path | None = None, warnings_as_errors: bool = False,
-               force: bool = False, progress: bool = True) -> Path:
+               force: bool = False, progress: bool = True, jobs: int = 2) -> Path:
     preset = load_preset(name, root)
     root = preset.root
     started = time.time()
-    build_zoo(preset, progress=progress)
+    build_zoo(preset, progress=progress, jobs=jobs)
     print(f"[book] zoo ready ({time.time() - started:.0f} s)", flush=True)
 
     stage = root / "_build" / "stage"
@@ -78,19 +80,21 @@ def build_book(name: str = "default", root: Path | None = None, warnings_as_erro
         if page.suffix in (".md", ".bib", ".png", ".svg"):
             shutil.copy2(page, stage / "book" / page.name)
 
-    wanted = set()
-    for key in preset.models:
-        for checkpoint in checkpoints(preset, key):
-            out = stage / "book" / "checkpoints" / f"{key}-{checkpoint.name}.ipynb"
-            wanted.add(out)
-            ran = execute(root, CHECKPOINT_TEMPLATE, out, {"name": name, "model": key, "step": checkpoint.step},
-                          force, title=f"{preset.models[key].label}, step {checkpoint.step}")
-            print(f"[book] {'ran' if ran else 'kept'} {out.relative_to(stage)} ({time.time() - started:.0f} s)",
-                  flush=True)
+    # Per-checkpoint notebooks are independent (each writes its own artifacts): run `jobs` at a time.
+    runs = {stage / "book" / "checkpoints" / f"{key}-{c.name}.ipynb":
+            ({"name": name, "model": key, "step": c.step}, f"{preset.models[key].label}, step {c.step}")
+            for key in preset.models for c in checkpoints(preset, key)}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(execute, root, CHECKPOINT_TEMPLATE, out, parameters, force, title): out
+                   for out, (parameters, title) in runs.items()}
+        for future in as_completed(futures):
+            print(f"[book] {'ran' if future.result() else 'kept'} {futures[future].relative_to(stage)} "
+                  f"({time.time() - started:.0f} s)", flush=True)
+    wanted = set(runs)
     for stale in (stage / "book" / "checkpoints").glob("*.ipynb"):
         if stale not in wanted:
             stale.unlink()  # a checkpoint of another preset
-    for notebook in chapter_notebooks(root):
+    for notebook in chapter_notebooks(root):  # in order: later chapters reuse earlier chapters' cached runs
         ran = execute(root, notebook, stage / notebook, {"name": name}, force)
         print(f"[book] {'ran' if ran else 'kept'} {notebook} ({time.time() - started:.0f} s)", flush=True)
 
@@ -111,5 +115,6 @@ def add_cli(subparsers):
     p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml")
     p.add_argument("--warnings-as-errors", action="store_true")
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
+    p.add_argument("--jobs", type=int, default=2, help="per-checkpoint notebooks (and zoo models) run in parallel")
     p.set_defaults(func=lambda args: build_book(args.preset, warnings_as_errors=args.warnings_as_errors,
-                                                force=args.force))
+                                                force=args.force, jobs=args.jobs))

@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -34,10 +33,12 @@ import torch
 from tqdm import tqdm
 
 import ke
+from ke.data import load_corpus
 from ke.errors import UserError
 from ke.knowledge import FictionalKnowledge, injection_schedule, load_fictional_knowledge, probes
 from ke.metrics import (NORMALISATIONS, TASK_METRICS, acquisition, check_tasks, forgetting, knowledge_score,
                         probe_log_probs, task_accuracy)
+from ke.storage import save_folder_atomically, torch_save_atomically, write_json_atomically
 from ke.train import build_optimizer, lr_factor, pack_texts
 
 RESULT_FILE = "result.json"
@@ -166,23 +167,6 @@ def _set_temperature(model, value: float, cfg: ContinualConfig) -> None:
 
 # ----------------------------------------------------------------------------- inputs
 
-def _load_corpus(corpus):
-    import datasets
-    if isinstance(corpus, (str, os.PathLike)):
-        path = Path(corpus)
-        try:
-            corpus = datasets.load_from_disk(str(path))
-        except FileNotFoundError:
-            raise UserError(f"--corpus {path} holds no saved dataset; pass a folder written by Dataset.save_to_disk.")
-        if isinstance(corpus, datasets.DatasetDict):
-            if "train" not in corpus:
-                raise UserError(f"--corpus {path} is a DatasetDict without a 'train' split; save one Dataset instead.")
-            corpus = corpus["train"]
-    if not isinstance(corpus, datasets.Dataset) or "text" not in corpus.column_names:
-        raise UserError("The continual-learning corpus must be a datasets.Dataset with a 'text' column.")
-    return corpus
-
-
 def _read_tasks(path) -> list[dict]:
     try:
         tasks = json.loads(Path(path).read_text())
@@ -194,18 +178,6 @@ def _read_tasks(path) -> list[dict]:
 
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def _save_torch_atomically(obj, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json_atomically(obj, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -230,7 +202,7 @@ def continual_learning(start, corpus, knowledge: FictionalKnowledge, tasks: list
     out_dir = Path(out_dir)
     tasks = tasks or []
     check_tasks(tasks)
-    corpus = _load_corpus(corpus)
+    corpus = load_corpus(corpus)
     key = {"config": asdict(cfg), "start": str(start), "revision": revision,
            "inputs": {"knowledge": knowledge.fingerprint(), "tasks": _fingerprint(tasks),
                       "corpus": corpus._fingerprint}}
@@ -309,7 +281,7 @@ def continual_learning(start, corpus, knowledge: FictionalKnowledge, tasks: list
                      "lr": step_lr(step, cfg) if step else None}
             curve.append(point)
             if step < cfg.total_steps:
-                _save_torch_atomically({"key": key, "step": step, "curve": curve, "optimizer": optimizer.state_dict(),
+                torch_save_atomically({"key": key, "step": step, "curve": curve, "optimizer": optimizer.state_dict(),
                                         "model": {k: v.cpu() for k, v in unwrapped.state_dict().items()},
                                         "torch_rng": torch.get_rng_state()}, resume_path)
         accelerator.wait_for_everyone()
@@ -367,10 +339,9 @@ def continual_learning(start, corpus, knowledge: FictionalKnowledge, tasks: list
                                         "items_longer_than_seq_len": too_long},
                   "curve": curve, **summary(curve)}
         if cfg.save_model:
-            from ke.pretrain import _save_atomically  # write to a temporary folder, then rename
-            _save_atomically(out_dir / MODEL_DIR, lambda tmp: (unwrapped.save_pretrained(tmp),
+            save_folder_atomically(out_dir / MODEL_DIR, lambda tmp: (unwrapped.save_pretrained(tmp),
                                                                tokenizer.save_pretrained(tmp)))
-        _write_json_atomically(result, result_path)
+        write_json_atomically(result, result_path)
         resume_path.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     return json.loads(result_path.read_text())

@@ -91,3 +91,25 @@ def _from_hub(spec: str, text_field: str, max_docs: int | None) -> list[str]:
     except Exception as error:
         raise UserError(f"could not read hub data set {spec} ({type(error).__name__}); check the name "
                         "(name[:config][@split]) and your network, or pass a local file.") from None
+
+
+def load_corpus(corpus):
+    """A training corpus: a `datasets.Dataset` with a `text` column, or the folder it was saved to."""
+    import datasets
+
+    if not isinstance(corpus, datasets.Dataset):
+        folder = Path(corpus)
+        if not folder.is_dir():
+            raise UserError(f"--corpus {folder} is not a folder; pass a corpus saved with Dataset.save_to_disk.")
+        try:
+            corpus = datasets.load_from_disk(str(folder))
+        except FileNotFoundError:
+            raise UserError(f"--corpus {folder} holds no saved data set; pass a folder written by "
+                            "Dataset.save_to_disk.") from None
+        if isinstance(corpus, datasets.DatasetDict):
+            if "train" not in corpus:
+                raise UserError(f"--corpus {folder} is a DatasetDict without a 'train' split; save one Dataset.")
+            corpus = corpus["train"]
+    if "text" not in corpus.column_names:
+        raise UserError(f"the corpus has no 'text' column (its columns: {corpus.column_names}); add one.")
+    return corpus

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from . import __version__
 from .errors import UserError
 from .models import attention_modules, find_ffn_layers
+from .storage import write_json_atomically
 
 
 def entropy_of(weights: torch.Tensor) -> torch.Tensor:
@@ -214,9 +215,7 @@ def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({"mean_abs_coefficients": result.mean_abs_coefficients.contiguous()},
               str(out_dir / "coefficients.safetensors"))
-    tmp = result_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(result_file)  # written last and atomically: a present entropy.json means a finished run
+    write_json_atomically(record, result_file)  # written last: a present entropy.json means a finished run
     return record
 
 

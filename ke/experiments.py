@@ -201,7 +201,8 @@ def entity_perplexities(preset: Preset, key: str = "olmo", progress: bool = Fals
     Cached as JSON per corpus: {corpus: {"values": [float | None per document], ...settings}}."""
     import random
 
-    from .continual import _load_corpus, _write_json_atomically
+    from .data import load_corpus
+    from .storage import write_json_atomically
     from .metrics import entity_perplexity
     from .models import load_model
     from .zoo import checkpoints
@@ -218,7 +219,7 @@ def entity_perplexities(preset: Preset, key: str = "olmo", progress: bool = Fals
             if {k: record.get(k) for k in setting} == setting:
                 out[corpus] = record
                 continue
-        data = _load_corpus(preset.resolve(spec))
+        data = load_corpus(preset.resolve(spec))
         if "entities" not in data.column_names:
             raise UserError(f"continual corpus {corpus!r} ({spec}) has no 'entities' column; Fig. 10 needs the "
                             f"entities of each document as a list of strings.")
@@ -233,7 +234,7 @@ def entity_perplexities(preset: Preset, key: str = "olmo", progress: bool = Fals
                                    progress=progress)
         record = {**setting, "max_length": max_length, "values": values, "provenance": loaded.provenance}
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_atomically(record, path)
+        write_json_atomically(record, path)
         out[corpus] = record
     return out
 

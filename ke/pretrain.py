@@ -12,8 +12,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import shutil
 from collections import deque
 from contextlib import contextmanager
 from collections.abc import Iterable
@@ -23,7 +21,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ke.data import load_corpus
 from ke.errors import UserError
+from ke.storage import save_folder_atomically, torch_save_atomically
 from ke.train import build_optimizer, lr_factor, pack_texts
 
 FAMILIES = ("olmo", "gpt_neox")
@@ -59,7 +59,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir):
     backend.train_from_iterator(texts, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN,
                                         pad_token=PAD_TOKEN)
-    _save_atomically(out_dir, tokenizer.save_pretrained)
+    save_folder_atomically(out_dir, tokenizer.save_pretrained)
     return AutoTokenizer.from_pretrained(out_dir)
 
 
@@ -145,18 +145,6 @@ def build_model(cfg: PretrainConfig, tokenizer):
 
 # ----------------------------------------------------------------------------- training
 
-def _save_atomically(final: Path, write) -> None:
-    """Call write(tmp_folder), then rename it to `final`, so an interrupted save never looks complete."""
-    final = Path(final)
-    tmp = final.with_name(f".tmp-{final.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
 @contextmanager
 def _no_transformers_bars():
     """Silence transformers' per-save 'Writing model shards' bar, which would break up the training bar."""
@@ -169,31 +157,6 @@ def _no_transformers_bars():
     finally:
         if was_enabled:
             logging.enable_progress_bar()
-
-
-def _torch_save_atomically(obj, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load_corpus(corpus_dir):
-    import datasets
-
-    corpus_dir = Path(corpus_dir)
-    if not corpus_dir.is_dir():
-        raise UserError(f"--corpus {corpus_dir} is not a folder; pass a corpus saved with Dataset.save_to_disk.")
-    try:
-        corpus = datasets.load_from_disk(str(corpus_dir))
-    except FileNotFoundError:
-        raise UserError(f"--corpus {corpus_dir} holds no saved dataset; pass a folder written by Dataset.save_to_disk.")
-    if isinstance(corpus, datasets.DatasetDict):
-        if "train" not in corpus:
-            raise UserError(f"--corpus {corpus_dir} is a DatasetDict without a 'train' split; save a Dataset.")
-        corpus = corpus["train"]
-    if "text" not in corpus.column_names:
-        raise UserError(f"--corpus {corpus_dir} has no 'text' column (columns: {corpus.column_names}).")
-    return corpus
 
 
 def _load_tokenizer(tokenizer_dir):
@@ -213,7 +176,7 @@ def _packed_rows(corpus_dir, tokenizer, seq_len: int, out_dir: Path):
 
     packed_dir = out_dir / f"packed_seq{seq_len}"
     if not packed_dir.exists():
-        corpus = _load_corpus(corpus_dir)
+        corpus = load_corpus(corpus_dir)
         was_caching = datasets.is_caching_enabled()
         datasets.disable_caching()  # keep map's cache files out of the corpus folder
         try:
@@ -221,7 +184,7 @@ def _packed_rows(corpus_dir, tokenizer, seq_len: int, out_dir: Path):
         finally:
             if was_caching:
                 datasets.enable_caching()
-        _save_atomically(packed_dir, lambda tmp: packed.save_to_disk(str(tmp)))
+        save_folder_atomically(packed_dir, lambda tmp: packed.save_to_disk(str(tmp)))
     rows = datasets.load_from_disk(str(packed_dir)).with_format("torch")
     if len(rows) == 0:
         raise UserError(f"--corpus {corpus_dir} has fewer than seq_len={seq_len} tokens; give it more text.")
@@ -311,8 +274,8 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
             (tmp / "ke_checkpoint.json").write_text(json.dumps(info, indent=1))
 
         with _no_transformers_bars():
-            _save_atomically(out_dir / f"step{step}", write)
-        _torch_save_atomically({"step": step, "config": _config_dict(cfg), "optimizer": optimizer.state_dict(),
+            save_folder_atomically(out_dir / f"step{step}", write)
+        torch_save_atomically({"step": step, "config": _config_dict(cfg), "optimizer": optimizer.state_dict(),
                                 "torch_rng": torch.get_rng_state(),
                                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                                 "losses": list(losses)}, resume_path)
@@ -380,7 +343,7 @@ def _run_cli(args: argparse.Namespace) -> None:
     cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
     validate(cfg)
     if not (Path(args.tokenizer) / "tokenizer_config.json").exists():
-        corpus = _load_corpus(args.corpus)
+        corpus = load_corpus(args.corpus)
         train_tokenizer((batch["text"] for batch in corpus.iter(batch_size=1000)), args.vocab_size, args.tokenizer)
     for path in pretrain(cfg, args.corpus, args.tokenizer, args.out, progress=not args.no_progress):
         print(path)

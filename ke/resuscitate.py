@@ -25,6 +25,7 @@ from torch import nn
 from . import __version__
 from .errors import UserError
 from .models import attention_modules, find_ffn_layers, load_model
+from .storage import write_json_atomically
 
 RECIPE_FILE = "ke_resuscitation.json"
 
@@ -139,9 +140,7 @@ def resuscitate_checkpoint(source: str, coefficients_file, ratio: float, factor:
     record = {"key": key, "recipe": report,
               "provenance": {**loaded.provenance, "source": source, "coefficients": str(coefficients_path),
                              "ke_version": __version__}}
-    tmp = recipe_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(recipe_file)
+    write_json_atomically(record, recipe_file)
     return out_dir
 
 

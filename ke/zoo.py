@@ -1,15 +1,17 @@
 """The offline miniature: generated world -> tokenizer -> models pretrained from scratch, all cached on disk."""
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .config import Preset
 from .models import Checkpoint, list_checkpoints, resolve_checkpoint
 
 
-def build_zoo(preset: Preset, progress: bool = True) -> None:
-    """Generate the world and train every zoo model of the preset; finished parts are reused, interrupted
-    training resumes from its last checkpoint."""
+def build_zoo(preset: Preset, progress: bool = True, jobs: int = 1) -> None:
+    """Generate the world and train every zoo model of the preset, `jobs` models at a time in separate
+    processes; finished parts are reused, interrupted training resumes from its last checkpoint."""
     if preset.world is None:
         return
     import datasets
@@ -28,10 +30,15 @@ def build_zoo(preset: Preset, progress: bool = True) -> None:
             yield from datasets.load_from_disk(str(corpora / role))["text"]
 
     train_tokenizer(texts(), vocab_size, tokenizer_dir)
-    for key, spec in preset.models.items():
-        if spec.is_zoo:
-            config = PretrainConfig(family=spec.family, **spec.pretrain)
-            pretrain(config, corpora / "pretrain", tokenizer_dir, preset.zoo_dir / key, progress=progress)
+    todo = [(PretrainConfig(family=spec.family, **spec.pretrain), corpora / "pretrain", tokenizer_dir,
+             preset.zoo_dir / key, progress) for key, spec in preset.models.items() if spec.is_zoo]
+    if jobs <= 1:
+        for args in todo:
+            pretrain(*args)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in [pool.submit(pretrain, *args) for args in todo]:
+            future.result()
 
 
 def checkpoints(preset: Preset, key: str) -> list[Checkpoint]:

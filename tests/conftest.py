@@ -20,6 +20,15 @@ def make_texts(n: int, seed: int = 0, min_words: int = 3, max_words: int = 40) -
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))) for _ in range(n)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Tiny models: thread start-up costs more than it saves on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers

@@ -31,14 +31,6 @@ FILLER = ("the a of in was born city people company works at university studied 
 SHORT = dict(steps=8, batch_size=6, seq_len=32, lr=1e-2, injections=4, eval_every=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: thread start-up dominates on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def fact(a: str, b: str, c: str) -> dict:
     """A fictional-knowledge item in the paper's schema, about 15 tokens long."""

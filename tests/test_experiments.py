@@ -24,13 +24,6 @@ from ke.models import load_model
 ENTITIES = ["red river", "north city", "blue company", "old university"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def fact(a: str, b: str) -> dict:
     return {"train_context": f"the {a} people was born in {b} .",

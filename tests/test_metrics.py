@@ -13,14 +13,6 @@ from ke.metrics import (acquisition, correlation, forgetting, knowledge_score, p
 from ke.models import load_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: thread start-up dominates on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def loaded(tiny_models):
