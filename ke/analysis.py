@@ -14,7 +14,6 @@ from .zoo import checkpoints, final_step
 
 quiet_transformers()  # the book's pages show results, not loading bars
 
-ROLES = ("dolma", "pubmed", "c4")  # the paper's corpora; the miniature generates stand-ins for each
 
 
 def entropy_dir(preset: Preset, key: str, checkpoint_name: str, role: str) -> Path:

@@ -39,3 +39,20 @@ FIGURES = {
     "fig8": "Every layer's entropy decreases, the last layer the most (1B: 8.88-9.00 per layer).",
     "fig9": "The ReLU-style coefficient gives the same decreasing trend as |SwiGLU| (143.2-144.0).",
 }
+
+# Section 5 and App. B.6-B.8: what the paper reports for each resuscitation experiment.
+RESUSCITATION = {
+    "fig1": "Raising the final checkpoint's knowledge entropy (the star) raises both knowledge acquisition and "
+            "retention in continual learning.",
+    "fig5": "OLMo-1B at 738k, p = 50%: q ≥ 1 generally improves acquisition and retention over the original "
+            "(A = 18.8%, F = 19.5%, K = −0.301, P = 52.0%); q = 0.5 makes both worse. Its axes (A up to ~70%, "
+            "negative F) suggest A and F relative to the modified model's own step 0 (inferred).",
+    "fig15": "q = 1 (the lowest p% lifted to the layer mean): a larger p generally helps, but p too high (90%) hurts, "
+             "'likely due to reducing the parameters in already active regions'.",
+    "fig16": "p = 50%, q = 2: the benefit grows for later checkpoints; end performance deteriorates when resuscitation "
+             "is applied to the initial (118k) and mid (369k) models; the resuscitated final model still "
+             "underperforms the original mid-stage model.",
+    "fig17": "Performance deteriorates with resuscitation at 369k and improves with larger q at 554k.",
+    "fig18": "Attention temperature T = 1.5-3.0: FFN resuscitation (p = 50%, q = 2) consistently gives the highest "
+             "acquisition and generally the best retention, for both K and P, better than any temperature.",
+}
