@@ -3,9 +3,12 @@ then aggregate). Everything is cached on disk under the preset's run_dir."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from scipy import stats
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto in a kernel without ipywidgets
 
 from .config import Preset
 from .entropy import EntropySettings, load_coefficients, run_entropy
@@ -13,7 +16,6 @@ from .models import load_model, quiet_transformers
 from .zoo import checkpoints, final_step
 
 quiet_transformers()  # the book's pages show results, not loading bars
-
 
 
 def entropy_dir(preset: Preset, key: str, checkpoint_name: str, role: str) -> Path:
