@@ -33,12 +33,14 @@ def chapter_notebooks(root: Path) -> list[str]:
 
 
 def execute(root: Path, template: str, output: Path, parameters: dict, force: bool = False,
-            title: str | None = None) -> bool:
-    """Run one notebook with Papermill unless an up-to-date copy with the same parameters exists."""
+            title: str | None = None, inputs: list[Path] = ()) -> bool:
+    """Run one notebook with Papermill unless a copy with the same parameters exists that is newer than the
+    template and every file of `inputs` (the preset, the ke package)."""
     import papermill
 
     source = root / template
-    if not force and output.exists() and output.stat().st_mtime > source.stat().st_mtime:
+    newest_input = max(p.stat().st_mtime for p in [source, *inputs])
+    if not force and output.exists() and output.stat().st_mtime > newest_input:
         stored = json.loads(output.read_text()).get("metadata", {}).get("papermill", {}).get("parameters")
         if stored == parameters:
             return False
@@ -68,6 +70,7 @@ def build_book(name: str = "default", root: Path | None = None, warnings_as_erro
                force: bool = False, progress: bool = True, jobs: int = 2) -> Path:
     preset = load_preset(name, root)
     root = preset.root
+    inputs = [preset.source, *Path(__file__).parent.glob("*.py")]  # a changed preset or library reruns the pages
     started = time.time()
     build_zoo(preset, progress=progress, jobs=jobs)
     print(f"[book] zoo ready ({time.time() - started:.0f} s)", flush=True)
@@ -85,7 +88,7 @@ def build_book(name: str = "default", root: Path | None = None, warnings_as_erro
             ({"name": name, "model": key, "step": c.step}, f"{preset.models[key].label}, step {c.step}")
             for key in preset.models for c in checkpoints(preset, key)}
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(execute, root, CHECKPOINT_TEMPLATE, out, parameters, force, title): out
+        futures = {pool.submit(execute, root, CHECKPOINT_TEMPLATE, out, parameters, force, title, inputs): out
                    for out, (parameters, title) in runs.items()}
         for future in as_completed(futures):
             print(f"[book] {'ran' if future.result() else 'kept'} {futures[future].relative_to(stage)} "
@@ -95,7 +98,7 @@ def build_book(name: str = "default", root: Path | None = None, warnings_as_erro
         if stale not in wanted:
             stale.unlink()  # a checkpoint of another preset
     for notebook in chapter_notebooks(root):  # in order: later chapters reuse earlier chapters' cached runs
-        ran = execute(root, notebook, stage / notebook, {"name": name}, force)
+        ran = execute(root, notebook, stage / notebook, {"name": name}, force, inputs=inputs)
         print(f"[book] {'ran' if ran else 'kept'} {notebook} ({time.time() - started:.0f} s)", flush=True)
 
     command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root)]

@@ -50,6 +50,7 @@ class Preset:
     continual: dict = field(default_factory=dict)
     resuscitation: dict = field(default_factory=dict)
     root: Path = Path(".")
+    source: Path | None = None  # the YAML file it was read from
 
     @property
     def zoo_dir(self) -> Path:
@@ -103,4 +104,5 @@ def load_preset(name: str = "default", root: Path | None = None, **overrides) ->
     run_dir = Path(raw.get("run_dir") or f"runs/{raw['name']}")
     return Preset(name=raw["name"], run_dir=run_dir if run_dir.is_absolute() else root / run_dir,
                   world=raw.get("world"), models=models, entropy=raw["entropy"],
-                  continual=raw.get("continual") or {}, resuscitation=raw.get("resuscitation") or {}, root=root)
+                  continual=raw.get("continual") or {}, resuscitation=raw.get("resuscitation") or {}, root=root,
+                  source=path)

@@ -80,3 +80,13 @@ def test_chapter_renders_its_figures_in_headless_chromium(built):
         pytest.skip("chromium is not installed here (.ci/run installs it: apt-get install chromium)")
     problems = browser_check.check(root / "_build" / "html" / "book" / "entropy.html")
     assert problems == []
+
+
+def test_changed_preset_reruns_the_pages(built):
+    root, _, _ = built
+    page = root / "_build" / "stage" / "book" / "entropy.ipynb"
+    before = page.stat().st_mtime
+    time.sleep(0.01)
+    (root / "parameters" / "smoke.yaml").touch()
+    build_book("smoke", root=root, progress=False)
+    assert page.stat().st_mtime > before
