@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -20,6 +21,28 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def add_config_options(parser, config_class, special: dict | None = None, skip: tuple = ()) -> None:
+    """One --flag per field of a config dataclass (booleans as --x/--no-x, defaults from the class);
+    `special` maps a field name to its own add_argument keywords."""
+    special = special or {}
+    for field in dataclasses.fields(config_class):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name in skip:
+            continue
+        if field.name in special:
+            parser.add_argument(flag, **special[field.name])
+        elif isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default, help=f"default: {field.default}")
+
+
+def config_from_args(config_class, args, skip: tuple = ()):
+    """The config dataclass built from the options that add_config_options registered."""
+    return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+                           if f.name not in skip})
 
 
 def add_entropy(subparsers):

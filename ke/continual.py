@@ -20,7 +20,6 @@ result equals one process up to float rounding. On a CPU-only machine add ACCELE
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import math
@@ -33,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 import ke
+from ke.cli import add_config_options, config_from_args
 from ke.data import load_corpus
 from ke.errors import UserError
 from ke.knowledge import FictionalKnowledge, injection_schedule, load_fictional_knowledge, probes
@@ -378,22 +378,13 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--tasks", help="JSON list of multiple-choice tasks (without it, P and F are not measured)")
     parser.add_argument("--out", required=True, help="folder for result.json and train_log.jsonl")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    for field in dataclasses.fields(ContinualConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.name == "betas":
-            continue
-        if field.name == "eval_every":
-            parser.add_argument(flag, type=int, default=None, help="default: the injection interval")
-        elif isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
-        else:
-            parser.add_argument(flag, type=type(field.default), default=field.default, help=f"default: {field.default}")
+    add_config_options(parser, ContinualConfig, skip=("betas",), special={
+        "eval_every": {"type": int, "default": None, "help": "default: the injection interval"}})
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> None:
-    cfg = ContinualConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ContinualConfig)
-                             if f.name != "betas"})
+    cfg = config_from_args(ContinualConfig, args, skip=("betas",))
     validate(cfg)
     knowledge = load_fictional_knowledge(args.knowledge)
     tasks = _read_tasks(args.tasks) if args.tasks else []

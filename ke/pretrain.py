@@ -9,7 +9,6 @@ checkpoint, so an interrupted run continues where it saved last and ends with th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 from collections import deque
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ke.cli import add_config_options, config_from_args
 from ke.data import load_corpus
 from ke.errors import UserError
 from ke.storage import save_folder_atomically, torch_save_atomically
@@ -326,21 +326,15 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--out", required=True, help="run folder: checkpoints step{N}/, train_log.jsonl")
     parser.add_argument("--vocab-size", type=int, default=4096, help="only used when training the tokenizer")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    for field in dataclasses.fields(PretrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        if field.name == "family":
-            parser.add_argument(flag, default=field.default, help=f"one of {', '.join(FAMILIES)}")
-        elif field.name == "save_steps":
-            parser.add_argument(flag, type=_parse_steps, default=None,
-                                help="comma-separated steps to checkpoint (default: 0, 1%%, 2%%, 5%%, every 10%%)")
-        else:
-            parser.add_argument(flag, type=type(field.default), default=field.default,
-                                help=f"default: {field.default}")
+    add_config_options(parser, PretrainConfig, special={
+        "family": {"default": "olmo", "help": f"one of {', '.join(FAMILIES)}"},
+        "save_steps": {"type": _parse_steps, "default": None,
+                       "help": "comma-separated steps to checkpoint (default: 0, 1%%, 2%%, 5%%, every 10%%)"}})
     parser.set_defaults(func=_run_cli)
 
 
 def _run_cli(args: argparse.Namespace) -> None:
-    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)})
+    cfg = config_from_args(PretrainConfig, args)
     validate(cfg)
     if not (Path(args.tokenizer) / "tokenizer_config.json").exists():
         corpus = load_corpus(args.corpus)
