@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup book test bench notebooks check-html clean
+.PHONY: setup book test bench notebooks check-html readme-figure clean
 
 $(BIN)/ke: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ notebooks: setup
 
 check-html:
 	$(BIN)/python .ci/browser_check.py _build/html/book/entropy.html _build/entropy.png
+
+readme-figure:  # the README's figure: Fig. 2 of the executed entropy chapter (after `make book`)
+	$(BIN)/python -c "from ke.book import export_figure; \
+	export_figure('_build/stage/book/entropy.ipynb', 'Figure 2', 'book/figure-entropy.png')"
 
 clean:
 	rm -rf _build

@@ -1,5 +1,6 @@
-"""Build the book: train the zoo, execute the notebooks with Papermill (one per checkpoint, then one per
-chapter), and render the executed notebooks with Jupyter Book into _build/html.
+"""Build the book: train the zoo, execute the notebooks with Papermill (one per checkpoint), compute the
+chapters' continual-learning runs, execute the chapters, and render the executed notebooks with Jupyter Book
+into _build/html.
 
 The sources in book/ are never modified: executed copies go to _build/stage/, a mirror of the book that
 Jupyter Book renders with execution off.
@@ -66,6 +67,45 @@ def finish(notebook: Path, title: str | None = None) -> None:
     nbformat.write(nb, notebook)
 
 
+def _init_worker(threads: int) -> None:
+    import datasets
+    import torch
+
+    from .models import quiet_transformers
+    torch.set_num_threads(threads)
+    datasets.disable_progress_bars()   # the bar of compute_runs is the one to watch
+    quiet_transformers()
+
+
+def _run(name: str, root: Path, function: str, kwargs: dict) -> None:
+    from . import experiments
+    getattr(experiments, function)(load_preset(name, root), **kwargs)
+
+
+def compute_runs(name: str, root: Path, jobs: int, progress: bool = True) -> None:
+    """The chapters' continual-learning runs of preset `name`, `jobs` at a time, each with its share of the CPU
+    threads (small models use two threads poorly: benchmarks/bench_parallel_runs.py). Finished runs are cached;
+    the chapters then only read them. With one job the chapters compute the runs themselves, in order."""
+    import os
+
+    from tqdm import tqdm
+
+    from . import experiments, interventions
+
+    if jobs <= 1:
+        return
+    preset = load_preset(name, root)
+    runs = {json.dumps([f, kw], sort_keys=True): (f, kw)
+            for f, kw in experiments.planned_runs(preset) + interventions.planned_runs(preset)}
+    started, threads = time.time(), max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(_run, name, root, f, kw) for f, kw in runs.values()]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="continual runs", disable=not progress):
+            future.result()
+    print(f"[book] {len(runs)} continual runs ready in {time.time() - started:.0f} s", flush=True)
+
+
 def build_book(name: str = "default", root: Path | None = None, warnings_as_errors: bool = False,
                force: bool = False, progress: bool = True, jobs: int = 2) -> Path:
     preset = load_preset(name, root)
@@ -97,6 +137,8 @@ def build_book(name: str = "default", root: Path | None = None, warnings_as_erro
     for stale in (stage / "book" / "checkpoints").glob("*.ipynb"):
         if stale not in wanted:
             stale.unlink()  # a checkpoint of another preset
+    if preset.continual:
+        compute_runs(name, root, jobs, progress)
     for notebook in chapter_notebooks(root):  # in order: later chapters reuse earlier chapters' cached runs
         ran = execute(root, notebook, stage / notebook, {"name": name}, force, inputs=inputs)
         print(f"[book] {'ran' if ran else 'kept'} {notebook} ({time.time() - started:.0f} s)", flush=True)
@@ -113,11 +155,29 @@ def build_book(name: str = "default", root: Path | None = None, warnings_as_erro
     return index
 
 
+def export_figure(notebook: Path, heading: str, out: Path) -> None:
+    """Save the first image that follows the markdown cell whose first line contains `heading` in an executed
+    notebook (the README's figure comes from the executed entropy chapter)."""
+    import base64
+
+    import nbformat
+    cells = nbformat.read(notebook, as_version=4).cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and heading in cell.source.splitlines()[0]:
+            for later in cells[i + 1:]:
+                for output in later.get("outputs", []):
+                    if "image/png" in output.get("data", {}):
+                        Path(out).write_bytes(base64.b64decode(output["data"]["image/png"]))
+                        return
+    raise UserError(f"{notebook} has no image after a heading containing {heading!r}; run `make book` first.")
+
+
 def add_cli(subparsers):
     p = subparsers.add_parser("book", help="train the zoo, execute every notebook, build the HTML book")
     p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml")
     p.add_argument("--warnings-as-errors", action="store_true")
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
-    p.add_argument("--jobs", type=int, default=2, help="per-checkpoint notebooks (and zoo models) run in parallel")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="zoo models, per-checkpoint notebooks and continual runs computed in parallel")
     p.set_defaults(func=lambda args: build_book(args.preset, warnings_as_errors=args.warnings_as_errors,
                                                 force=args.force, jobs=args.jobs))

@@ -78,6 +78,21 @@ def run_resuscitated(preset: Preset, key: str, step: int, ratio: float, factor: 
                          progress=progress)
 
 
+def planned_runs(preset: Preset, primary: str = "olmo") -> list[tuple[str, dict]]:
+    """The runs the continual chapter reads, as (function of this module, keyword arguments): the baseline from
+    every start of every model, the other corpora and the table settings from the primary model. `ke book`
+    computes them in parallel before the chapter; the chapter computes any run missing from this list itself."""
+    runs = [("run_continual", {"key": key, "step": step}) for key in preset.models for step in start_steps(preset, key)]
+    if primary in preset.models:
+        runs += [("run_continual", {"key": primary, "step": step, "corpus": corpus})
+                 for corpus in preset.continual.get("corpora", {}) if corpus != "pubmed"
+                 for step in start_steps(preset, primary)]
+        runs += [("run_continual", {"key": primary, "step": step, "setting": setting})
+                 for setting in preset.continual.get("settings", {}) if setting != "baseline"
+                 for step in preset.continual.get("table_starts", [])]
+    return runs
+
+
 # ----------------------------------------------------------------------------- aggregation for the chapter
 
 def check_setting_and_corpus(preset: Preset, setting: str, corpus: str) -> None:

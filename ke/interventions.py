@@ -68,6 +68,21 @@ def plan(preset: Preset) -> ResuscitationPlan:
     return result
 
 
+def planned_runs(preset: Preset) -> list[tuple[str, dict]]:
+    """The runs the resuscitation chapter reads, as (function of ke.experiments, keyword arguments); see
+    ke.experiments.planned_runs."""
+    p = plan(preset)
+    recipes = ({(p.final, p.ratio, f) for f in p.factors}                 # Fig. 5
+               | {(p.final, r, 1.0) for r in p.ratios}                     # Fig. 15
+               | {(s, p.ratio, p.factor) for s in {*p.starts, p.final}}    # Figs. 1, 16, 18
+               | {(m, p.ratio, f) for m in p.mids for f in p.factors})     # Fig. 17
+    runs = [("run_continual", {"key": p.model, "step": s}) for s in sorted({p.final, *p.mids, *p.starts})]
+    runs += [("run_resuscitated", {"key": p.model, "step": s, "ratio": r, "factor": f}) for s, r, f in sorted(recipes)]
+    runs += [("run_continual", {"key": p.model, "step": p.final, "temperature": t, "tag": f"temperature{t:g}"})
+             for t in p.temperatures]
+    return runs
+
+
 def outcome(result: dict, original: dict | None = None) -> dict:
     """A, F (own basis), K = K_CL, P = P_CL of a continual-learning result.json; with `original` (the run of the
     unmodified checkpoint from the same start) also A_unmodified and F_unmodified against its K_PT and P_PT.

@@ -1,7 +1,8 @@
 """The offline miniature's synthetic world and all its text data (DESIGN.md "The miniature").
 
 A seeded world of people, cities, countries, companies and universities is rendered into
-- `corpora/pretrain`    the Dolma role: short encyclopedia snippets stating every fact many times;
+- `corpora/pretrain`    the Dolma role: a mixture, like Dolma, mostly short encyclopedia snippets stating every
+                        fact many times, plus abstracts and web text of the two kinds below (other documents);
 - `corpora/pubmed`      the PubMed role: technical abstracts about new, rarely repeated invented entities;
 - `corpora/c4`          the C4 role: casual web text about the familiar world entities;
 - `corpora/first_batch` the first documents of the pretraining corpus (the entropy-measurement sample);
@@ -9,9 +10,11 @@ A seeded world of people, cities, countries, companies and universities is rende
 - `tasks.json`          six multiple-choice tasks on world facts (stand-ins for the paper's downstream tasks);
 - `world.json`          config, counts, fact-mention statistics and the fictional names.
 
-Three disjoint syllable pools keep the entity families apart: world names use the consonants b d g k m p r t
-(+ coda n), fictional names f h l s v z, PubMed entities consonant clusters; every draw is also checked
-against the text it must stay out of. Everything comes from one `random.Random(seed)`.
+World and fictional names are drawn from one syllable pool (consonants b d g k m p r t, coda n), so a fictional
+name is a new combination of familiar pieces, as the paper's invented names are; no fictional name contains or
+is contained in a world name, and none occurs in any corpus. PubMed entities use their own consonant clusters.
+The continual corpora are held-out documents of the same generators as the pretraining mixture: their style
+is familiar, their PubMed entities mostly new. Everything comes from one `random.Random(seed)`.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from tqdm import tqdm
 
 from ke.errors import UserError
 
-GENERATOR_VERSION = 1  # bump when the generated text changes, so cached worlds are regenerated
+GENERATOR_VERSION = 2  # bump when the generated text changes, so cached worlds are regenerated
 
 ATTRIBUTES = ("birth_city", "employer", "university", "occupation", "hobby")
 COMPOSITIONS = ("birth_country", "employer_hq", "university_city", "employer_industry", "university_country")
@@ -194,8 +197,6 @@ PUBMED_KINDS = ("compound", "gene", "protein", "disease")
 VOWELS = "aeiou"
 WORLD_ONSETS = tuple("bdgkmprt")
 WORLD_CODAS = ("", "", "", "n")
-FICTION_ONSETS = tuple("fhlsvz")
-FICTION_CODAS = ("", "", "", "l")
 PUBMED_ONSETS = ("tr", "cl", "ph", "st", "gl", "pr", "fl", "br", "dr", "gr", "sk", "sp")
 PUBMED_SUFFIX = {"compound": ("zine", "lide", "mycin", "stat", "fen", "xil", "mab", "rin", "vir", "pril"),
                  "protein": ("sin", "lase", "nectin", "tulin", "rin"),
@@ -230,7 +231,9 @@ class WorldConfig:
     task_questions: int = 120            # per task
     task_choices: int = 4
     first_batch_docs: int = 256          # the entropy-measurement sample
-    world_doc_fraction: float = 0.1      # pretraining docs about cities/companies/universities (rest: people)
+    world_doc_fraction: float = 0.1      # pretraining docs about cities/companies/universities
+    pubmed_fraction: float = 0.1         # pretraining docs in the PubMed-role style (Dolma holds papers too)
+    c4_fraction: float = 0.1             # pretraining docs in the C4-role style (the rest: people)
 
     def validate(self) -> None:
         positive = ("num_people", "num_cities", "num_countries", "num_companies", "num_universities",
@@ -262,8 +265,13 @@ class WorldConfig:
         if self.num_once % self.injection_groups:
             raise UserError(f"world.num_once ({self.num_once}) must be divisible by world.injection_groups "
                             f"({self.injection_groups}).")
-        if not 0.0 <= self.world_doc_fraction < 1.0:
-            raise UserError(f"world.world_doc_fraction must be in [0, 1); got {self.world_doc_fraction}.")
+        fractions = ("world_doc_fraction", "pubmed_fraction", "c4_fraction")
+        for name in fractions:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"world.{name} must be in [0, 1); got {getattr(self, name)}.")
+        if sum(getattr(self, name) for name in fractions) >= 1.0:
+            raise UserError("world.world_doc_fraction + pubmed_fraction + c4_fraction must be below 1 "
+                            "(the rest of the pretraining documents are biographies); lower them.")
 
 
 @dataclass
@@ -557,28 +565,27 @@ def _entity_doc(rng: random.Random, world: World, kind: str, entity: str) -> str
     return " ".join(sentences)
 
 
-def _pretrain_corpus(rng: random.Random, world: World, progress: bool) -> list[str]:
-    cfg = world.config
+def _encyclopedia(rng: random.Random, world: World, n_people: int, n_world: int, progress: bool) -> list[str]:
+    """Biographies (n_people) and snippets about cities, companies, universities (n_world), shuffled."""
     entities = ([("city", c) for c in world.city_country] + [("company", c) for c in world.company_hq]
                 + [("university", u) for u in world.university_city])
-    n_world = round(cfg.pretrain_docs * cfg.world_doc_fraction)
     # balanced subjects: every person (entity) equally often, in a shuffled order
-    subjects = [("person", world.people[i % len(world.people)]) for i in range(cfg.pretrain_docs - n_world)]
+    subjects = [("person", world.people[i % len(world.people)]) for i in range(n_people)]
     subjects += [entities[i % len(entities)] for i in range(n_world)]
     rng.shuffle(subjects)
     docs = []
-    for kind, subject in tqdm(subjects, desc="pretrain corpus", disable=not progress):
+    for kind, subject in tqdm(subjects, desc="encyclopedia", disable=not progress):
         docs.append(_person_doc(rng, world, subject) if kind == "person" else _entity_doc(rng, world, kind, subject))
     return docs
 
 
-def _pubmed_corpus(rng: random.Random, world: World, progress: bool) -> dict[str, list]:
+def _pubmed_corpus(rng: random.Random, world: World, n: int, progress: bool) -> dict[str, list]:
     world_names = (world.countries + list(world.city_country) + [c.split()[0] for c in world.company_hq]
                    + [u.split()[0] for u in world.university_city]
                    + sorted({w for p in world.people for w in p.name.split()}))
     entities = _PubmedEntities(rng, world_names)
     texts, ents = [], []
-    for _ in tqdm(range(world.config.continual_docs), desc="pubmed corpus", disable=not progress):
+    for _ in tqdm(range(n), desc="pubmed corpus", disable=not progress):
         chosen = {k: entities.pick(k) for k in PUBMED_KINDS}
         fields = dict(chosen, cell=rng.choice(CELL_TYPES), n=rng.randint(12, 480), pct=rng.randint(12, 78),
                       pval=rng.choice(("0.05", "0.01", "0.001")), dose=rng.choice((1, 2, 5, 10, 20, 50)),
@@ -594,10 +601,10 @@ def _pubmed_corpus(rng: random.Random, world: World, progress: bool) -> dict[str
     return {"text": texts, "entities": ents}
 
 
-def _c4_corpus(rng: random.Random, world: World, progress: bool) -> dict[str, list]:
+def _c4_corpus(rng: random.Random, world: World, n: int, progress: bool) -> dict[str, list]:
     kinds, weights = ("person", "city", "company", "university"), (4, 2, 2, 1)
     texts, ents = [], []
-    for _ in tqdm(range(world.config.continual_docs), desc="c4 corpus", disable=not progress):
+    for _ in tqdm(range(n), desc="c4 corpus", disable=not progress):
         style = rng.choice(tuple(C4_TEMPLATES))
         sentences, entities = [], []
         for _ in range(rng.randint(2, 4)):
@@ -671,13 +678,14 @@ def _knowledge_item(rng: random.Random, world: World, person: Person, num_versio
 
 
 def _fictional_people(rng: random.Random, world: World) -> list[Person]:
-    """New people whose names occur in no corpus: drawn from their own syllable pool and checked against
-    every word of every corpus."""
+    """New people whose names occur in no corpus: new combinations of the world's syllables, checked against
+    every word of every corpus and never containing (or contained in) a world name."""
     words = set()
     for columns in world.corpora.values():
         for text in columns["text"]:
             words.update(text.lower().split())
-    pool = _NamePool(rng, FICTION_ONSETS, FICTION_CODAS, " ".join(sorted(words)))
+    pool = _NamePool(rng, WORLD_ONSETS, WORLD_CODAS, " ".join(sorted(words)))
+    pool.taken = sorted(_world_words(world))   # rejected in both directions of containment
     n = world.config.num_paraphrase + world.config.num_once
     return [_random_person(rng, world, f"{pool.draw((2, 3))} {pool.draw((2, 3))}") for _ in range(n)]
 
@@ -722,10 +730,17 @@ def generate_world(cfg: WorldConfig, progress: bool = False) -> World:
     cfg.validate()
     rng = random.Random(cfg.seed)
     world = _build_world(cfg, rng)
-    pretrain = _pretrain_corpus(rng, world, progress)
+    # the styles of the continual corpora also occur in pretraining, in other documents (held out below)
+    n_pubmed, n_c4 = round(cfg.pretrain_docs * cfg.pubmed_fraction), round(cfg.pretrain_docs * cfg.c4_fraction)
+    n_world = round(cfg.pretrain_docs * cfg.world_doc_fraction)
+    pubmed = _pubmed_corpus(rng, world, n_pubmed + cfg.continual_docs, progress)
+    c4 = _c4_corpus(rng, world, n_c4 + cfg.continual_docs, progress)
+    pretrain = (_encyclopedia(rng, world, cfg.pretrain_docs - n_world - n_pubmed - n_c4, n_world, progress)
+                + pubmed["text"][:n_pubmed] + c4["text"][:n_c4])
+    rng.shuffle(pretrain)
     world.corpora = {"pretrain": {"text": pretrain},
-                     "pubmed": _pubmed_corpus(rng, world, progress),
-                     "c4": _c4_corpus(rng, world, progress),
+                     "pubmed": {k: v[n_pubmed:] for k, v in pubmed.items()},
+                     "c4": {k: v[n_c4:] for k, v in c4.items()},
                      "first_batch": {"text": pretrain[:cfg.first_batch_docs]}}
     world.fictional = _fictional_people(rng, world)
     items = [_knowledge_item(rng, world, p, cfg.num_versions) for p in world.fictional]
@@ -735,12 +750,17 @@ def generate_world(cfg: WorldConfig, progress: bool = False) -> World:
     return world
 
 
+def _world_words(world: World) -> set[str]:
+    """The lowercase words of every world name (people, countries, cities, companies, universities)."""
+    words = {w.lower() for p in world.people for w in p.name.split()}
+    entities = (*world.city_country, *world.company_hq, *world.university_city, *world.countries)
+    words |= {w.lower() for e in entities for w in e.split()}
+    return words - {s.lower() for s in COMPANY_SUFFIXES + UNIVERSITY_SUFFIXES}
+
+
 def _check_disjoint(world: World) -> None:
     """World names, fictional names and PubMed entities never share a word (in either direction of containment)."""
-    world_words = {w.lower() for p in world.people for w in p.name.split()}
-    entities = (*world.city_country, *world.company_hq, *world.university_city, *world.countries)
-    world_words |= {w.lower() for e in entities for w in e.split()} - {
-        s.lower() for s in COMPANY_SUFFIXES + UNIVERSITY_SUFFIXES}
+    world_words = _world_words(world)
     fiction_words = {w.lower() for p in world.fictional for w in p.name.split()}
     pubmed_words = {e.lower() for ents in world.corpora["pubmed"]["entities"] for e in ents}
     for a, b, what in ((fiction_words, world_words, "fictional/world"),

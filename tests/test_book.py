@@ -56,6 +56,30 @@ def test_executed_chapters_show_the_injected_preset_and_no_errors(built):
         assert all("remove-cell" in c["metadata"]["tags"] for c in defaults)
 
 
+def test_the_parallel_plan_covers_every_run_the_chapters_read(built):
+    """`ke book` computes experiments.planned_runs + interventions.planned_runs before the chapters; a run a
+    chapter needs that the plan lacks would add a result folder (and run sequentially, slowly)."""
+    from ke import experiments, interventions
+    from ke.config import load_preset
+    root, _, _ = built
+    preset = load_preset("smoke", root=root)
+    planned = {json.dumps(run, sort_keys=True) for run in experiments.planned_runs(preset)
+               + interventions.planned_runs(preset)}
+    results = list((preset.run_dir / "continual").rglob("result.json"))
+    assert len(results) == len(planned) > 10
+
+
+def test_readme_figure_is_exported_from_the_executed_chapter(built, tmp_path):
+    from ke.book import export_figure
+    from ke.errors import UserError
+    root, _, _ = built
+    out = tmp_path / "figure.png"
+    export_figure(root / "_build" / "stage" / "book" / "entropy.ipynb", "Figure 2", out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    with pytest.raises(UserError, match="no image after a heading"):
+        export_figure(root / "_build" / "stage" / "book" / "entropy.ipynb", "Figure 99", out)
+
+
 def test_second_build_reuses_everything(built):
     root, _, first = built
     started = time.time()

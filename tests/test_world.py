@@ -13,7 +13,7 @@ import pytest
 from conftest import FICTIONAL_KNOWLEDGE
 
 from ke.errors import UserError
-from ke.world import WorldConfig, generate_world, write_world
+from ke.world import C4_FILLERS, WorldConfig, generate_world, write_world
 
 TINY = WorldConfig(seed=3, num_people=12, num_cities=6, num_countries=4, num_companies=5, num_universities=4,
                    num_occupations=5, num_hobbies=5, pretrain_docs=600, continual_docs=80, num_paraphrase=3,
@@ -100,8 +100,11 @@ def test_fictional_names_never_occur_in_any_corpus(written, world):
     words = {w.lower() for n in names for w in n.split()}
     assert len(words) == 2 * len(names)   # no shared first or last names
     assert [w for w in words if w in corpus] == []
-    world_names = {w.lower() for p in world.people for w in p.name.split()}
+    familiar = [n for n in (*world.city_country, *world.company_hq, *world.university_city, *world.countries)]
+    world_names = {w.lower() for n in familiar + [p.name for p in world.people] for w in n.split()}
     assert not [(f, w) for f in words for w in world_names if f in w or w in f]
+    # new combinations of the world's own syllables (consonant-vowel, optional n): no unseen letters
+    assert all(re.fullmatch(r"([bdgkmprt][aeiou]n?)+", w) for w in words)
     items = knowledge(written)
     for person, item in zip(world.fictional, items["paraphrase"] + items["once"]):
         assert person.name in item["train_context"]
@@ -197,3 +200,14 @@ def test_continual_corpora_have_their_roles(written, world):
                                                                      "College", "Academy"}
     pubmed_text = " ".join(pubmed["text"])
     assert [w for w in world_words if w in pubmed_text] == []
+
+
+def test_pretraining_mixes_in_both_continual_styles_with_other_documents(written):
+    pretrain = texts(written, "pretrain")
+    abstracts = [d for d in pretrain if d.startswith("Background: ")]
+    assert len(abstracts) == round(TINY.pretrain_docs * TINY.pubmed_fraction)
+    held_out = set(texts(written, "pubmed")) | set(texts(written, "c4"))
+    assert not held_out & set(pretrain)                 # the continual corpora are other documents
+    filler = re.compile("|".join(rf"\b{re.escape(f)}" for style in C4_FILLERS.values() for f in style))
+    assert all(filler.search(d) for d in texts(written, "c4"))   # every web text has a filler sentence
+    assert sum(bool(filler.search(d)) for d in pretrain) == round(TINY.pretrain_docs * TINY.c4_fraction)
