@@ -75,6 +75,10 @@ def test_invalid_config_is_a_user_error():
         generate_world(replace(TINY, num_occupations=500))
     with pytest.raises(UserError, match="num_once"):
         generate_world(replace(TINY, num_once=3))
+    with pytest.raises(UserError, match="pubmed_fraction must be in"):
+        generate_world(replace(TINY, pubmed_fraction=1.5))
+    with pytest.raises(UserError, match="must be below 1"):
+        generate_world(replace(TINY, pubmed_fraction=0.5, c4_fraction=0.45))
 
 
 def test_knowledge_schema_matches_the_papers_data(written):
