@@ -101,8 +101,14 @@ def compute_runs(name: str, root: Path, jobs: int, progress: bool = True) -> Non
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as pool:
         futures = [pool.submit(_run, name, root, f, kw) for f, kw in runs.values()]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="continual runs", disable=not progress):
-            future.result()
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc="continual runs",
+                               disable=not progress):
+                future.result()
+        except BaseException:   # a failed run or Ctrl-C: do not start the queued ones (finished runs stay cached)
+            for future in futures:
+                future.cancel()
+            raise
     print(f"[book] {len(runs)} continual runs ready in {time.time() - started:.0f} s", flush=True)
 
 

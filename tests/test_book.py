@@ -69,6 +69,18 @@ def test_the_parallel_plan_covers_every_run_the_chapters_read(built):
     assert len(results) == len(planned) > 10
 
 
+def test_a_failing_run_stops_compute_runs_with_its_error(built):
+    from ke.book import compute_runs
+    from ke.errors import UserError
+    root, _, _ = built
+    raw = yaml.safe_load((root / "parameters" / "smoke.yaml").read_text())
+    raw["name"] = "broken"   # the smoke zoo, but a batch too small for an injection
+    raw["continual"]["config"]["batch_size"] = 1
+    (root / "parameters" / "broken.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError):   # raised in a worker process, surfaced here
+        compute_runs("broken", root, jobs=2, progress=False)
+
+
 def test_readme_figure_is_exported_from_the_executed_chapter(built, tmp_path):
     from ke.book import export_figure
     from ke.errors import UserError
