@@ -373,9 +373,9 @@ class _NamePool:
     """Draws capitalized pronounceable names that are unique, never a substring of one another, and never a
     substring of any word in `forbidden` (a space-joined lowercase word list)."""
 
-    def __init__(self, rng: random.Random, onsets, codas, forbidden: str):
+    def __init__(self, rng: random.Random, onsets, codas, forbidden: str, taken=()):
         self.rng, self.onsets, self.codas, self.forbidden = rng, onsets, codas, forbidden
-        self.taken: list[str] = []
+        self.taken: list[str] = list(taken)   # also rejected in both directions of containment
 
     def draw(self, syllables=(2, 3)) -> str:
         for _ in range(100_000):
@@ -580,10 +580,7 @@ def _encyclopedia(rng: random.Random, world: World, n_people: int, n_world: int,
 
 
 def _pubmed_corpus(rng: random.Random, world: World, n: int, progress: bool) -> dict[str, list]:
-    world_names = (world.countries + list(world.city_country) + [c.split()[0] for c in world.company_hq]
-                   + [u.split()[0] for u in world.university_city]
-                   + sorted({w for p in world.people for w in p.name.split()}))
-    entities = _PubmedEntities(rng, world_names)
+    entities = _PubmedEntities(rng, sorted(_world_words(world)))
     texts, ents = [], []
     for _ in tqdm(range(n), desc="pubmed corpus", disable=not progress):
         chosen = {k: entities.pick(k) for k in PUBMED_KINDS}
@@ -684,8 +681,7 @@ def _fictional_people(rng: random.Random, world: World) -> list[Person]:
     for columns in world.corpora.values():
         for text in columns["text"]:
             words.update(text.lower().split())
-    pool = _NamePool(rng, WORLD_ONSETS, WORLD_CODAS, " ".join(sorted(words)))
-    pool.taken = sorted(_world_words(world))   # rejected in both directions of containment
+    pool = _NamePool(rng, WORLD_ONSETS, WORLD_CODAS, " ".join(sorted(words)), taken=sorted(_world_words(world)))
     n = world.config.num_paraphrase + world.config.num_once
     return [_random_person(rng, world, f"{pool.draw((2, 3))} {pool.draw((2, 3))}") for _ in range(n)]
 
