@@ -39,7 +39,7 @@ from ke.knowledge import FictionalKnowledge, injection_schedule, load_fictional_
 from ke.metrics import (NORMALISATIONS, TASK_METRICS, acquisition, check_tasks, forgetting, knowledge_score,
                         probe_log_probs, task_accuracy)
 from ke.storage import save_folder_atomically, torch_save_atomically, write_json_atomically
-from ke.train import build_optimizer, lr_factor, pack_texts
+from ke.train import Schedule, build_optimizer, pack_texts
 
 RESULT_FILE = "result.json"
 LOG_FILE = "train_log.jsonl"
@@ -144,8 +144,8 @@ def temperature(step: int, cfg: ContinualConfig) -> float:
 
 def step_lr(step: int, cfg: ContinualConfig) -> float:
     """Learning rate of update `step` (1-based, OLMo's count): floor x lr at the final step."""
-    return cfg.lr * lr_factor(step, warmup_steps=round(cfg.warmup_fraction * cfg.total_steps),
-                              total_steps=cfg.total_steps, floor=cfg.lr_floor, warmup_start=cfg.warmup_start)
+    return Schedule(cfg.lr, cfg.total_steps, round(cfg.warmup_fraction * cfg.total_steps), cfg.lr_floor,
+                    cfg.warmup_start).lr(step)
 
 
 def evaluate(model, tokenizer, probe_list, tasks, cfg: ContinualConfig) -> dict:

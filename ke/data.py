@@ -113,3 +113,16 @@ def load_corpus(corpus):
     if "text" not in corpus.column_names:
         raise UserError(f"the corpus has no 'text' column (its columns: {corpus.column_names}); add one.")
     return corpus
+
+
+def pad_rows(rows: list[list[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Right-pad token lists to `width` (default: the longest) into (input_ids, attention_mask) tensors."""
+    import torch
+
+    width = width or max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, mask

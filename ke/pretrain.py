@@ -24,7 +24,7 @@ from ke.cli import add_config_options, config_from_args
 from ke.data import load_corpus
 from ke.errors import UserError
 from ke.storage import save_folder_atomically, torch_save_atomically
-from ke.train import build_optimizer, lr_factor, pack_texts
+from ke.train import Schedule, build_optimizer, pack_texts
 
 FAMILIES = ("olmo", "gpt_neox")
 EOS_TOKEN = "<|endoftext|>"
@@ -199,8 +199,7 @@ def batch_rows(step: int, batch_size: int, n_rows: int) -> list[int]:
 
 def step_lr(cfg: PretrainConfig, step: int) -> float:
     """Learning rate of the update that produces step `step` (1-based, as OLMo counts): floor x peak at the end."""
-    return cfg.lr * lr_factor(step, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, floor=cfg.lr_floor,
-                              warmup_start=0.0)
+    return Schedule(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.lr_floor).lr(step)
 
 
 def _config_dict(cfg: PretrainConfig) -> dict:

@@ -1,10 +1,57 @@
-"""Writes that an interruption never leaves half done: write to a temporary name, then rename."""
+"""Everything cached on disk goes through here: writes that an interruption never leaves half done (write to a
+temporary name, then rename), and one way to key a cached artifact by what produced it.
+
+A cached JSON artifact holds its key under "key"; `read_cached(path, key)` returns the record only when the
+stored key equals `key`, so a changed input, setting or code version recomputes instead of serving a stale result.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+
+
+def normalise(key):
+    """`key` as it comes back from JSON (tuples become lists, keys strings), so stored and new keys compare equal."""
+    return json.loads(json.dumps(key, sort_keys=True, default=str))
+
+
+def digest(obj) -> str:
+    """sha256 of an object's canonical JSON (for keys that would be too long to store whole)."""
+    return hashlib.sha256(json.dumps(normalise(obj), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def fingerprint(spec) -> str | None:
+    """Relative name, size and modification time of every file under a local path, hashed (None for a path that
+    does not exist here, e.g. a hub id): cheap, and it changes whenever a file is rewritten."""
+    path = Path(str(spec)).expanduser()
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+             for p in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+
+
+def read_cached(path, key) -> dict | None:
+    """The JSON record at `path` if it was written with this `key` (see write_cached), else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:  # a file from an older, non-atomic writer
+        return None
+    return record if record.get("key") == normalise(key) else None
+
+
+def write_cached(record: dict, path, key) -> dict:
+    """Write `record` with its `key` atomically to `path` and return what read_cached will return."""
+    record = {**record, "key": normalise(key)}
+    write_json_atomically(record, path)
+    return normalise(record)
 
 
 def save_folder_atomically(final, write) -> None:

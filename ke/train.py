@@ -1,24 +1,83 @@
-"""Pieces shared by the two training loops (pretraining the miniature, continual learning)."""
+"""Pieces shared by the two training loops (pretraining the miniature, continual learning): the learning-rate
+schedule, the optimizer, packing text into rows, and the regime numbers of a run."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .errors import UserError
 
-def lr_factor(step: int, *, warmup_steps: int, total_steps: int, floor: float = 0.1,
-              warmup_start: float = 0.0) -> float:
-    """Multiplier of the peak learning rate for optimizer step `step` (0-based).
+SHAPES = ("cosine", "linear", "constant")
 
-    Linear warmup from `warmup_start` to 1 over `warmup_steps`, then cosine decay from 1 to `floor`
-    at `total_steps` (OLMo's CosWithWarmup: the official continual runs use warmup_start=0.1, floor=0.1).
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate of optimizer update `step` (1-based, as OLMo counts; step 0 is the start, before any update).
+
+    Linear warmup from warmup_start x peak to peak over `warmup_steps`, then a decay to floor x peak at
+    `total_steps`: "cosine" (OLMo-1B, Pythia, OLMo's CosWithWarmup), "linear" (OLMo-7B) or none ("constant").
+    The official continual runs use warmup_start = 0.1 and floor = 0.1.
     """
-    if warmup_steps > 0 and step < warmup_steps:
-        return warmup_start + (1.0 - warmup_start) * step / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    peak: float
+    total_steps: int
+    warmup_steps: int = 0
+    floor: float = 0.1
+    warmup_start: float = 0.0
+    shape: str = "cosine"
+
+    def __post_init__(self):
+        if self.shape not in SHAPES:
+            raise UserError(f"the learning-rate schedule must be one of {', '.join(SHAPES)}; got {self.shape!r}.")
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the peak learning rate at `step`."""
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup_steps
+        if self.shape == "constant":
+            return 1.0
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        if self.shape == "linear":
+            return 1.0 - (1.0 - self.floor) * progress
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def lr(self, step: int) -> float:
+        return self.peak * self.factor(step)
+
+    def summed_lr(self, last: int | None = None) -> float:
+        """Sum of the learning rates of updates 1..last (default: the whole schedule)."""
+        last = self.total_steps if last is None else last
+        return math.fsum(self.lr(s) for s in range(1, last + 1))
+
+
+def regime(schedule: Schedule, *, weight_decay: float, tokens_per_step: int, non_embedding_params: int,
+           step: int | None = None, corpus_tokens: int | None = None) -> dict:
+    """Where a pretraining run (or its checkpoint at `step`) stands, in two dimensionless numbers:
+    - tokens per non-embedding parameter;
+    - weight-decay e-folds S = sum over updates of lr_t x weight_decay: AdamW's decoupled decay multiplies every
+      decayed weight by (1 - lr_t wd) per update, so after S e-folds the initialisation is damped by ~exp(-S)
+      (Wang & Aitchison, ICML 2025, read AdamW's weights as a moving average over ~1/(lr wd) updates);
+    plus the tokens seen and, with `corpus_tokens`, the epochs over the corpus."""
+    step = schedule.total_steps if step is None else step
+    tokens = step * tokens_per_step
+    out = {"step": step, "tokens": tokens, "tokens_per_parameter": tokens / non_embedding_params,
+           "weight_decay_efolds": weight_decay * schedule.summed_lr(step), "non_embedding_parameters":
+           non_embedding_params}
+    if corpus_tokens:
+        out["epochs"] = tokens / corpus_tokens
+    return out
+
+
+def non_embedding_parameters(model: nn.Module) -> int:
+    """Parameters outside the token embeddings and the output (unembedding) matrix."""
+    skip = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None:
+        skip |= {id(p) for p in output.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
@@ -47,3 +106,4 @@ def pack_texts(dataset, tokenizer, seq_len: int):
 
     return dataset.map(tokenize_and_chunk, batched=True, batch_size=1000,
                        remove_columns=dataset.column_names, desc="packing")
+
