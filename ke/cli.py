@@ -1,16 +1,16 @@
-"""`ke` command line: each subcommand wraps one function of the Python API."""
+"""`ke` command line: every subcommand wraps one function of the Python API. The only module that parses
+arguments; the options of `ke pretrain` and `ke continual` are built from their configuration dataclasses."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import sys
+import types
+import typing
+from pathlib import Path
 
-from .errors import UserError
-
-# Modules that register further subcommands through an `add_cli(subparsers)` function.
-COMMAND_MODULES = ["ke.pretrain", "ke.continual", "ke.resuscitate", "ke.book"]
+from .errors import Interrupted, UserError
 
 
 def positive_int(text: str) -> int:
@@ -23,30 +23,43 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_config_options(parser, config_class, special: dict | None = None, skip: tuple = ()) -> None:
-    """One --flag per field of a config dataclass (booleans as --x/--no-x, defaults from the class);
-    `special` maps a field name to its own add_argument keywords."""
-    special = special or {}
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,100,200; got {text!r}") from None
+
+
+def add_config_options(parser, config_class, skip: tuple = ()) -> None:
+    """One --flag per field of a config dataclass: booleans as --x/--no-x, lists of integers comma-separated,
+    defaults and help from the class (its field comments are the documentation)."""
+    hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
-        flag = "--" + field.name.replace("_", "-")
         if field.name in skip:
             continue
-        if field.name in special:
-            parser.add_argument(flag, **special[field.name])
-        elif isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        options = [a for a in typing.get_args(hint) if a is not type(None)] \
+            if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+        kind = options[0]
+        default = field.default if field.default is not dataclasses.MISSING else None
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(flag, type=int_list, default=default, help=f"comma-separated; default: {default}")
         else:
-            parser.add_argument(flag, type=type(field.default), default=field.default, help=f"default: {field.default}")
+            parser.add_argument(flag, type=kind, default=default, help=f"default: {default}")
 
 
 def config_from_args(config_class, args, skip: tuple = ()):
-    """The config dataclass built from the options that add_config_options registered."""
     return config_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
                            if f.name not in skip})
 
 
+# ----------------------------------------------------------------------------------------------- measuring
+
 def add_entropy(subparsers):
-    p = subparsers.add_parser("entropy", help="knowledge (and attention / next-token) entropy of one checkpoint")
+    p = subparsers.add_parser("entropy", help="knowledge (and attention / next-token) entropy of checkpoints")
     p.add_argument("model", help="local checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
     p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
     p.add_argument("--data", required=True, help=".txt (a document per line), .jsonl (text field), a saved data "
@@ -90,19 +103,127 @@ def run_checkpoints_command(args):
         print(f"{checkpoint.step:>9}  {checkpoint.name}{commit}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ke", description=__doc__)
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_entropy(subparsers)
-    add_checkpoints(subparsers)
-    for name in COMMAND_MODULES:
+# ----------------------------------------------------------------------------------------------- training
+
+def add_pretrain(subparsers):
+    from .miniature.pretrain import FAMILIES, PretrainConfig
+    p = subparsers.add_parser("pretrain", help="train a miniature model from scratch (resumable)",
+                              description=f"Pretrain an OLMo or GPT-NeoX model ({', '.join(FAMILIES)}) from scratch.")
+    p.add_argument("--corpus", required=True, help="folder of a datasets.Dataset with a 'text' column")
+    p.add_argument("--tokenizer", required=True,
+                   help="tokenizer folder; trained on the corpus (--vocab-size) if it holds none")
+    p.add_argument("--out", required=True, help="run folder: checkpoints step{N}/, train_log.jsonl")
+    p.add_argument("--vocab-size", type=int, default=4096, help="only used when training the tokenizer")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_config_options(p, PretrainConfig)
+    p.set_defaults(func=run_pretrain_command)
+
+
+def run_pretrain_command(args):
+    from .data import load_corpus
+    from .miniature.pretrain import PretrainConfig, pretrain, train_tokenizer, validate
+    cfg = config_from_args(PretrainConfig, args)
+    validate(cfg)
+    if not (Path(args.tokenizer) / "tokenizer_config.json").exists():
+        corpus = load_corpus(args.corpus)
+        train_tokenizer((batch["text"] for batch in corpus.iter(batch_size=1000)), args.vocab_size, args.tokenizer)
+    for path in pretrain(cfg, args.corpus, args.tokenizer, args.out, progress=not args.no_progress):
+        print(path)
+
+
+def add_continual(subparsers):
+    from .continual import ContinualConfig
+    p = subparsers.add_parser("continual", help="continual knowledge learning from a checkpoint (A and F)",
+                              description="Continual knowledge learning with fictional knowledge injected "
+                                          "(paper Section 4); options mirror ke.continual.ContinualConfig.")
+    p.add_argument("model", help="checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
+    p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
+    p.add_argument("--corpus", required=True, help="folder of a datasets.Dataset with a 'text' column")
+    p.add_argument("--knowledge", required=True,
+                   help="folder (or http(s) URL prefix) of *_paraphrase<N>.json and *_once<N>.json")
+    p.add_argument("--tasks", help="JSON list of multiple-choice tasks (without it, P and F are not measured)")
+    p.add_argument("--out", required=True, help="folder for result.json and train_log.jsonl")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_config_options(p, ContinualConfig, skip=("betas",))
+    p.set_defaults(func=run_continual_command)
+
+
+def run_continual_command(args):
+    from .continual import RESULT_FILE, ContinualConfig, continual_learning, validate
+    from .knowledge import load_fictional_knowledge
+    from .metrics import check_tasks
+    cfg = config_from_args(ContinualConfig, args, skip=("betas",))
+    validate(cfg)
+    knowledge = load_fictional_knowledge(args.knowledge)
+    tasks = []
+    if args.tasks:
         try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        module.add_cli(subparsers)
+            tasks = json.loads(Path(args.tasks).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"--tasks {args.tasks} is not a readable JSON file ({e}); give the tasks JSON list.")
+        check_tasks(tasks)
+    result = continual_learning(args.model, args.corpus, knowledge, tasks, cfg, args.out, revision=args.revision,
+                                progress=not args.no_progress)
+    print(json.dumps({k: result[k] for k in ("K_PT", "K_CL", "A", "P_PT", "P_CL", "F")}))
+    print(f"wrote {Path(args.out) / RESULT_FILE}")
+
+
+def add_resuscitate(subparsers):
+    p = subparsers.add_parser("resuscitate", help="Algorithm 1: raise inactive memory coefficients, save a checkpoint")
+    p.add_argument("model", help="local checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
+    p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
+    p.add_argument("--coefficients", required=True,
+                   help="coefficients.safetensors written by `ke entropy` on this checkpoint (or its folder)")
+    p.add_argument("--ratio", type=float, required=True, help="p as a fraction: 0.5 = the lowest 50%% of slots")
+    p.add_argument("--factor", type=float, required=True, help="q, the amplifying factor, e.g. 2")
+    p.add_argument("--out", required=True, help="folder for the resuscitated checkpoint")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.set_defaults(func=run_resuscitate_command)
+
+
+def run_resuscitate_command(args):
+    from .resuscitate import RECIPE_FILE, resuscitate_checkpoint
+    out = resuscitate_checkpoint(args.model, args.coefficients, args.ratio, args.factor, args.out,
+                                 revision=args.revision, dtype=args.dtype)
+    recipe = json.loads((out / RECIPE_FILE).read_text())["recipe"]
+    print(json.dumps({k: recipe[k] for k in ("ratio", "factor", "selected", "zero_skipped")}))
+    print(f"wrote {out}")
+
+
+# ----------------------------------------------------------------------------------------------- the book
+
+def add_book(subparsers):
+    p = subparsers.add_parser("book", help="compute everything a preset plans and build the HTML book")
+    p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml, or a YAML path")
+    p.add_argument("--warnings-as-errors", action="store_true")
+    p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
+    p.add_argument("--jobs", type=int, default=2, help="processes working side by side (default 2)")
+    p.set_defaults(func=run_book_command)
+
+
+def run_book_command(args):
+    from .book.build import build_book
+    build_book(args.preset, warnings_as_errors=args.warnings_as_errors, force=args.force, jobs=args.jobs)
+
+
+def add_plan(subparsers):
+    p = subparsers.add_parser("plan", help="print everything the book would compute for a preset (no network, "
+                                           "no GPU)")
+    p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml, or a YAML path")
+    p.set_defaults(func=run_plan_command)
+
+
+def run_plan_command(args):
+    from .book.plan import describe, make_plan
+    from .book.presets import load_preset
+    print(describe(make_plan(load_preset(args.preset))))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ke", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in (add_entropy, add_checkpoints, add_pretrain, add_continual, add_resuscitate, add_book, add_plan):
+        add(subparsers)
     return parser
 
 
@@ -115,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"ke {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as interrupted:
+        print(f"ke {args.command}: {interrupted}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"ke {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130

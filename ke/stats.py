@@ -15,21 +15,27 @@ EXACT_UP_TO = 8  # below 9 points every permutation is enumerated; the t approxi
 
 @dataclass(frozen=True)
 class Trend:
-    """Spearman's rho of y against x, its two-sided p-value, and the number of points."""
+    """Spearman's rho of y against x with its p-values: two-sided, and one-sided for a decrease (rho < 0) and
+    for an increase (rho > 0), the tests of a directional claim such as "entropy decreases"."""
     rho: float
     p: float
     n: int
+    p_down: float = float("nan")
+    p_up: float = float("nan")
 
     def direction(self, alpha: float = 0.05) -> str:
-        """'decreases' / 'increases' when significant at `alpha`, else 'no significant trend'."""
-        if self.n < 3 or not self.p < alpha:
-            return "no significant trend"
-        return "decreases" if self.rho < 0 else "increases"
+        """'decreases' / 'increases' when the one-sided test is significant at `alpha`, else 'no significant trend'."""
+        if self.n >= 3 and self.p_down < alpha:
+            return "decreases"
+        if self.n >= 3 and self.p_up < alpha:
+            return "increases"
+        return "no significant trend"
 
     def describe(self) -> str:
         if self.n < 3:
             return f"too few points (n = {self.n})"
-        return f"{self.direction()} (Spearman ρ = {self.rho:+.2f}, p = {self.p:.2g}, n = {self.n})"
+        one_sided = self.p_down if self.rho < 0 else self.p_up
+        return (f"{self.direction()} (Spearman ρ = {self.rho:+.2f}, one-sided p = {one_sided:.2g}, n = {self.n})")
 
 
 def _ranks(values) -> np.ndarray:
@@ -44,8 +50,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def spearman(x, y) -> Trend:
-    """Spearman's rho (Pearson's r of the ranks, ties averaged) with a two-sided p-value: exact, over all
-    permutations of y, for n <= 8; the usual t approximation above. Pairs with a None are dropped."""
+    """Spearman's rho (Pearson's r of the ranks, ties averaged) with p-values: exact, over all permutations of y,
+    for n <= 8; the usual t approximation above. Pairs with a None are dropped."""
     from scipy import stats
 
     pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None]
@@ -54,15 +60,19 @@ def spearman(x, y) -> Trend:
         return Trend(float("nan"), float("nan"), n)
     rx, ry = _ranks([a for a, _ in pairs]), _ranks([b for _, b in pairs])
     if len(set(ry)) == 1 or len(set(rx)) == 1:
-        return Trend(0.0, 1.0, n)
+        return Trend(0.0, 1.0, n, 1.0, 1.0)
     rho = _pearson(rx, ry)
     if n > EXACT_UP_TO:
-        return Trend(rho, float(stats.spearmanr(rx, ry).pvalue), n)
+        p = float(stats.spearmanr(rx, ry).pvalue)
+        toward = p / 2
+        return Trend(rho, p, n, toward if rho < 0 else 1 - toward, toward if rho > 0 else 1 - toward)
     centred_x = rx - rx.mean()
     perms = np.array(list(itertools.permutations(ry)))
     centred = perms - perms.mean(axis=1, keepdims=True)
     r = centred @ centred_x / np.sqrt((centred ** 2).sum(1) * (centred_x ** 2).sum())
-    return Trend(rho, float(np.mean(np.abs(r) >= abs(rho) - 1e-12)), n)
+    tol = 1e-12
+    return Trend(rho, float(np.mean(np.abs(r) >= abs(rho) - tol)), n, float(np.mean(r <= rho + tol)),
+                 float(np.mean(r >= rho - tol)))
 
 
 def pearson(x, y) -> tuple[float, float]:
@@ -72,6 +82,8 @@ def pearson(x, y) -> tuple[float, float]:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) != len(y) or len(x) < 3:
         raise UserError(f"a correlation needs two equally long series of at least 3 points; got {len(x)} and {len(y)}.")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")  # a constant series has no correlation
     result = stats.pearsonr(x, y)
     return float(result.statistic), float(result.pvalue)
 

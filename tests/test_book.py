@@ -1,8 +1,13 @@
-"""The whole pipeline on the smoke preset: zoo, per-checkpoint notebooks, chapters, Jupyter Book, browser.
+"""The whole pipeline on the smoke preset: plan, world, zoo, measurements, continual runs, pages, Jupyter Book,
+browser; a rebuild that reuses everything; Ctrl-C that stops a build and a rerun that resumes it.
 
 Runs in a copy of the book's sources under a temporary folder, so the checkout stays clean."""
 import json
+import logging
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,23 +15,37 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ke.book import build_book, chapter_notebooks
+from ke.book.build import build_book, chapter_notebooks, compute
+from ke.book.plan import make_plan
+from ke.book.presets import load_preset
+from ke.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / ".ci"))
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
+def copy_project(root: Path) -> Path:
     for name in ("book", "parameters"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("checkpoints", "*.pyc"))
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / name, root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("project"))
     started = time.time()
     index = build_book("smoke", root=root, warnings_as_errors=True, progress=False)
     return root, index, time.time() - started
+
+
+def artifacts(root: Path) -> dict[Path, int]:
+    """Every computed file and executed page, with its modification time."""
+    files = [p for p in (root / "runs").rglob("*") if p.is_file()]
+    files += list((root / "_build" / "stage").rglob("*.ipynb"))
+    return {p: p.stat().st_mtime_ns for p in files}
 
 
 def test_book_builds_every_page_without_warnings(built):
@@ -34,13 +53,11 @@ def test_book_builds_every_page_without_warnings(built):
     html = root / "_build" / "html"
     assert index == html / "index.html" and index.exists()
     for notebook in chapter_notebooks(root):
-        page = html / notebook.replace(".ipynb", ".html")
-        assert page.exists(), page
-    from ke.config import load_preset
-    from ke.zoo import checkpoints
-    preset = load_preset("smoke", root=root)
+        assert (html / notebook.replace(".ipynb", ".html")).exists(), notebook
+    plan = make_plan(load_preset("smoke", root=root))
     pages = sorted(p.stem for p in (html / "book" / "checkpoints").glob("*.html"))
-    expected = sorted(f"{key}-{c.name}" for key in preset.models for c in checkpoints(preset, key))
+    expected = sorted(f"{ref.model}-step{ref.step}" for model in plan.models
+                      for ref in plan.checkpoints[(model, plan.seeds(model)[0])])
     assert pages == expected
     print(f"smoke book built in {seconds:.0f} s")
 
@@ -52,38 +69,36 @@ def test_executed_chapters_show_the_injected_preset_and_no_errors(built):
         assert nb["metadata"]["papermill"]["parameters"]["name"] == "smoke"
         outputs = [o for cell in nb["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
         assert not [o for o in outputs if o["output_type"] == "error"]
+        assert not [o for o in outputs if o.get("name") == "stderr"], notebook  # no warnings leak onto a page
         defaults = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert all("remove-cell" in c["metadata"]["tags"] for c in defaults)
 
 
-def test_the_parallel_plan_covers_every_run_the_chapters_read(built):
-    """`ke book` computes experiments.planned_runs + interventions.planned_runs before the chapters; a run a
-    chapter needs that the plan lacks would add a result folder (and run sequentially, slowly)."""
-    from ke import experiments, interventions
-    from ke.config import load_preset
+def test_the_plan_covers_every_run_the_chapters_read(built):
+    """`ke book` computes the plan before the pages; a run a page needed that the plan lacks would be computed by
+    the page and add a result folder."""
     root, _, _ = built
-    preset = load_preset("smoke", root=root)
-    planned = {json.dumps(run, sort_keys=True) for run in experiments.planned_runs(preset)
-               + interventions.planned_runs(preset)}
-    results = list((preset.run_dir / "continual").rglob("result.json"))
-    assert len(results) == len(planned) > 10
+    plan = make_plan(load_preset("smoke", root=root))
+    results = list((plan.run_dir / "continual").rglob("result.json"))
+    assert len(results) == len(plan.continual) > 10
+    assert len(list((plan.run_dir / "entropy").rglob("entropy.json"))) == len(plan.measurements)
 
 
-def test_a_failing_run_stops_compute_runs_with_its_error(built):
-    from ke.book import compute_runs
-    from ke.errors import UserError
+def test_a_failing_item_stops_the_build_with_its_error(built):
     root, _, _ = built
     raw = yaml.safe_load((root / "parameters" / "smoke.yaml").read_text())
     raw["name"] = "broken"   # the smoke zoo, but a batch too small for an injection
+    raw["run_dir"] = "runs/smoke"
     raw["continual"]["config"]["batch_size"] = 1
     (root / "parameters" / "broken.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(UserError):   # raised in a worker process, surfaced here
-        compute_runs("broken", root, jobs=2, progress=False)
+    with pytest.raises(UserError, match="batch"):   # raised in a worker process, surfaced here
+        compute(make_plan(load_preset("broken", root=root)), jobs=2, progress=False)
+    with pytest.raises(UserError, match="--jobs must be a positive integer"):
+        build_book("smoke", root=root, jobs=0)
 
 
 def test_readme_figure_is_exported_from_the_executed_chapter(built, tmp_path):
-    from ke.book import export_figure
-    from ke.errors import UserError
+    from ke.book.build import export_figure
     root, _, _ = built
     out = tmp_path / "figure.png"
     export_figure(root / "_build" / "stage" / "book" / "entropy.ipynb", "Figure 2", out)
@@ -93,36 +108,71 @@ def test_readme_figure_is_exported_from_the_executed_chapter(built, tmp_path):
 
 
 def test_second_build_reuses_everything(built):
-    root, _, first = built
-    started = time.time()
-    build_book("smoke", root=root, progress=False)
-    assert time.time() - started < first / 2
-
-
-def test_chapter_reruns_with_a_preset_file_as_papermill_parameters(built):
-    import papermill
     root, _, _ = built
+    before = artifacts(root)
+    build_book("smoke", root=root, progress=False)
+    assert artifacts(root) == before  # nothing recomputed, no page re-executed
+
+
+def test_chapter_reruns_with_a_preset_file_as_papermill_parameters(built, caplog):
+    """The README's `papermill book/entropy.ipynb out.ipynb -f parameters/<preset>.yaml`: every section of the
+    preset is a parameter of the chapter, so papermill warns of no unknown parameter."""
+    import papermill
+    from ke.book.build import write_kernel
+    root, _, _ = built
+    write_kernel(root)
     parameters = yaml.safe_load((root / "parameters" / "smoke.yaml").read_text())
     out = root / "rerun.ipynb"
-    papermill.execute_notebook(str(root / "book" / "entropy.ipynb"), str(out), parameters=parameters,
-                               cwd=str(root / "book"), kernel_name="python3", progress_bar=False)
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        papermill.execute_notebook(str(root / "book" / "entropy.ipynb"), str(out), parameters=parameters,
+                                   cwd=str(root / "book"), kernel_name="ke", progress_bar=False)
     assert "Summary" in out.read_text()
+    assert not [r for r in caplog.records if "unknown parameter" in r.getMessage().lower()]
 
 
-def test_chapter_renders_its_figures_in_headless_chromium(built):
+def test_pages_render_their_figures_in_headless_chromium(built):
     import browser_check
     root, _, _ = built
     if browser_check.chromium() is None:
         pytest.skip("chromium is not installed here (.ci/run installs it: apt-get install chromium)")
-    problems = browser_check.check(root / "_build" / "html" / "book" / "entropy.html")
-    assert problems == []
+    assert browser_check.check(root / "_build" / "html" / "book" / "entropy.html") == []
 
 
 def test_changed_preset_reruns_the_pages(built):
     root, _, _ = built
     page = root / "_build" / "stage" / "book" / "entropy.ipynb"
-    before = page.stat().st_mtime
+    before = page.stat().st_mtime_ns
     time.sleep(0.01)
     (root / "parameters" / "smoke.yaml").touch()
     build_book("smoke", root=root, progress=False)
-    assert page.stat().st_mtime > before
+    assert page.stat().st_mtime_ns > before
+
+
+def test_ctrl_c_stops_a_build_within_seconds_and_a_rerun_resumes(tmp_path):
+    """SIGINT to the build's whole process group, as a terminal sends it: the build stops with one line saying what
+    was kept (workers and kernels included), and the next run finishes without redoing the kept work."""
+    root = copy_project(tmp_path)
+    command = [sys.executable, "-m", "ke.cli", "book", "--preset", "smoke"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    final = root / "runs" / "smoke" / "zoo" / "olmo" / "seed0" / "step40" / "ke_checkpoint.json"
+    deadline = time.time() + 300
+    while not final.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert final.exists(), process.communicate()[1][-2000:]
+    time.sleep(2)   # into the measurements
+    kept = final.stat().st_mtime_ns
+    os.killpg(process.pid, signal.SIGINT)
+    stopped = time.time()
+    _, stderr = process.communicate(timeout=60)
+    assert time.time() - stopped < 15
+    assert process.returncode == 130
+    assert "computed items are kept" in stderr and "run the same command again to resume" in stderr
+    time.sleep(3)   # kernels notice their parent is gone within a second or two
+    leftovers = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []
+    rerun = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert final.stat().st_mtime_ns == kept   # the zoo was kept, not retrained
+    assert (root / "_build" / "html" / "index.html").exists()

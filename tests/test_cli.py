@@ -126,3 +126,14 @@ def test_checkpoints_lists_steps(tiny_models, tmp_path, capsys):
 def test_checkpoints_of_missing_run(tmp_path, capsys):
     assert main(["checkpoints", str(tmp_path / "no_run")]) == 2
     assert_one_error_line(capsys.readouterr().err, str(tmp_path / "no_run"))
+
+
+def test_plan_prints_the_work_of_a_preset_without_computing_it(capsys):
+    assert main(["plan", "--preset", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "continual_runs:" in out and "pretraining:" in out and "# work items per stage" in out
+
+
+def test_book_refuses_a_non_positive_number_of_jobs(capsys):
+    assert main(["book", "--preset", "smoke", "--jobs", "0"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "--jobs")

@@ -1,5 +1,5 @@
-"""Tests of ke.pretrain: tokenizer, checkpoints, schedule, learning, determinism, resume, bad input."""
-import argparse
+"""Tests of ke.miniature.pretrain: tokenizer, checkpoints, schedule, regime numbers, learning, determinism, resume,
+bad input."""
 import json
 import math
 import random
@@ -10,7 +10,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ke.errors import UserError
-from ke.pretrain import PretrainConfig, add_cli, build_model, default_save_steps, pretrain, train_tokenizer
+from ke.cli import build_parser
+from ke.miniature.pretrain import PretrainConfig, build_model, default_save_steps, pretrain, train_tokenizer
 from ke.train import pack_texts
 
 NAMES = ["Alice", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hugo"]
@@ -89,7 +90,7 @@ def test_checkpoints_at_save_steps_and_loadable(family, corpus, tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
     for step in (0, expected[len(expected) // 2], 10):
         info = json.loads((tmp_path / f"step{step}" / "ke_checkpoint.json").read_text())
-        assert info["step"] == step and info["tokens_seen"] == step * 4 * 32
+        assert info["step"] == step and info["regime"]["tokens"] == step * 4 * 32
         model = AutoModelForCausalLM.from_pretrained(tmp_path / f"step{step}")
         assert model.config.model_type == family and model.config.num_hidden_layers == 2
         assert AutoTokenizer.from_pretrained(tmp_path / f"step{step}").pad_token == "<|padding|>"
@@ -118,6 +119,22 @@ def test_lr_schedule_used_matches_closed_form(olmo_run):
     assert info["lr"] == pytest.approx(cfg.lr_floor * cfg.lr)
     assert info["loss"] == pytest.approx(sum(r["loss"] for r in log[-16:]) / 16)  # window of up to 20 steps
     assert all(r["grad_norm"] > 0 for r in log)
+
+
+def test_regime_numbers_of_a_checkpoint_match_a_hand_computation(olmo_run):
+    """Tokens per non-embedding parameter and weight-decay e-folds S = sum_t lr_t x wd, summed by hand from the
+    learning rates the run logged, and the non-embedding parameters counted by hand from the architecture."""
+    cfg, out = olmo_run
+    log = read_log(out)
+    d, m, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    by_hand = layers * (4 * d * d + 3 * d * m)  # q, k, v, o and the SwiGLU gate, up, down; OLMo's norms have no weights
+    for step in (8, cfg.steps):
+        regime = json.loads((out / f"step{step}" / "ke_checkpoint.json").read_text())["regime"]
+        assert regime["non_embedding_parameters"] == by_hand
+        assert regime["tokens"] == step * cfg.batch_size * cfg.seq_len
+        assert regime["tokens_per_parameter"] == pytest.approx(step * cfg.batch_size * cfg.seq_len / by_hand)
+        summed = math.fsum(r["lr"] for r in log if r["step"] <= step)
+        assert regime["weight_decay_efolds"] == pytest.approx(cfg.weight_decay * summed, rel=1e-12)
 
 
 def test_data_order_is_fixed_first_batch_is_first_rows(olmo_run, corpus):
@@ -190,9 +207,7 @@ def test_bad_input_raises_user_error_naming_it(corpus, tmp_path):
             pretrain(PretrainConfig(**{**TINY, "steps": 4, "warmup_steps": 1, field: value}), corpus_dir, tok_dir,
                      tmp_path / "o3", progress=False)
     # through the command line
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    args = parser.parse_args(["pretrain", "--corpus", str(corpus_dir), "--tokenizer", str(tok_dir),
+    args = build_parser().parse_args(["pretrain", "--corpus", str(corpus_dir), "--tokenizer", str(tok_dir),
                               "--out", str(tmp_path / "cli"), "--hidden-size", "30", "--num-heads", "4"])
     assert args.hidden_size == 30 and args.num_heads == 4 and args.steps == 1500
     with pytest.raises(UserError, match="divisible"):
@@ -201,9 +216,7 @@ def test_bad_input_raises_user_error_naming_it(corpus, tmp_path):
 
 def test_cli_trains_tokenizer_and_model(corpus, tmp_path, capsys):
     corpus_dir, _ = corpus
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
-    args = parser.parse_args(["pretrain", "--family", "gpt_neox", "--corpus", str(corpus_dir),
+    args = build_parser().parse_args(["pretrain", "--family", "gpt_neox", "--corpus", str(corpus_dir),
                               "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "run"),
                               "--vocab-size", "300", "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",
                               "--intermediate-size", "64", "--seq-len", "16", "--batch-size", "2", "--steps", "3",

@@ -13,7 +13,7 @@ import pytest
 from conftest import FICTIONAL_KNOWLEDGE
 
 from ke.errors import UserError
-from ke.world import C4_FILLERS, WorldConfig, generate_world, write_world
+from ke.miniature.world import C4_FILLERS, WorldConfig, generate_world, write_world
 
 TINY = WorldConfig(seed=3, num_people=12, num_cities=6, num_countries=4, num_companies=5, num_universities=4,
                    num_occupations=5, num_hobbies=5, pretrain_docs=600, continual_docs=80, num_paraphrase=3,

@@ -8,7 +8,6 @@ checkpoint, so an interrupted run continues where it saved last and ends with th
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections import deque
@@ -20,13 +19,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ke.cli import add_config_options, config_from_args
-from ke.data import load_corpus
-from ke.errors import UserError
-from ke.storage import save_folder_atomically, torch_save_atomically
-from ke.train import Schedule, build_optimizer, pack_texts
+from ..data import load_corpus
+from ..errors import UserError
+from ..storage import read_cached, save_folder_atomically, torch_save_atomically, write_cached
+from ..train import Schedule, build_optimizer, non_embedding_parameters, pack_texts, regime
 
 FAMILIES = ("olmo", "gpt_neox")
+ACTIVATIONS = ("silu", "gelu", "relu")  # olmo: the gate's (silu = SwiGLU); gpt_neox: the FFN's
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 LOSS_WINDOW = 20  # steps averaged into a checkpoint's `loss`
@@ -69,6 +68,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir):
 class PretrainConfig:
     """Model size and training schedule of one pretraining run (step = one optimizer update)."""
     family: str = "olmo"               # "olmo" (SwiGLU FFN) or "gpt_neox" (GELU FFN, the Pythia role)
+    activation: str | None = None      # FFN non-linearity; None: the family's (silu gated for olmo, gelu for gpt_neox)
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -79,11 +79,16 @@ class PretrainConfig:
     lr: float = 3e-3                   # peak learning rate
     warmup_steps: int = 100
     lr_floor: float = 0.1              # final lr = lr_floor x peak (cosine)
+    lr_shape: str = "cosine"           # or "linear" (OLMo-7B's decay), "constant" (no decay after warmup)
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
     save_steps: list[int] | None = None  # None -> default_save_steps(steps); the final step is always saved
     mixed_precision: str = "no"        # accelerate's: "no" | "bf16" | "fp16"
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.lr, self.steps, self.warmup_steps, self.lr_floor, shape=self.lr_shape)
 
     def resolved_save_steps(self) -> list[int]:
         if self.save_steps is None:
@@ -95,6 +100,10 @@ def validate(cfg: PretrainConfig) -> None:
     """Raise UserError naming the first bad field of `cfg`."""
     if cfg.family not in FAMILIES:
         raise UserError(f"--family must be one of {', '.join(FAMILIES)}; got {cfg.family!r}.")
+    if cfg.activation not in (None, *ACTIVATIONS):
+        raise UserError(f"--activation must be one of {', '.join(ACTIVATIONS)} (or unset); got {cfg.activation!r}.")
+    if cfg.lr_shape not in ("cosine", "linear", "constant"):
+        raise UserError(f"--lr-shape must be cosine, linear or constant; got {cfg.lr_shape!r}.")
     for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "batch_size", "steps"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(cfg, name)}.")
@@ -136,9 +145,11 @@ def build_model(cfg: PretrainConfig, tokenizer):
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=0.02)
     if cfg.family == "olmo":
-        config, model_class = OlmoConfig(num_key_value_heads=cfg.num_heads, **common), OlmoForCausalLM
+        config = OlmoConfig(num_key_value_heads=cfg.num_heads, hidden_act=cfg.activation or "silu", **common)
+        model_class = OlmoForCausalLM
     else:  # Pythia's choices: GELU, parallel residual, rotary on 25% of each head
-        config, model_class = GPTNeoXConfig(hidden_act="gelu", use_parallel_residual=True, **common), GPTNeoXForCausalLM
+        config = GPTNeoXConfig(hidden_act=cfg.activation or "gelu", use_parallel_residual=True, **common)
+        model_class = GPTNeoXForCausalLM
     torch.manual_seed(cfg.seed)
     return model_class(config)
 
@@ -197,11 +208,6 @@ def batch_rows(step: int, batch_size: int, n_rows: int) -> list[int]:
     return [(start + i) % n_rows for i in range(batch_size)]
 
 
-def step_lr(cfg: PretrainConfig, step: int) -> float:
-    """Learning rate of the update that produces step `step` (1-based, as OLMo counts): floor x peak at the end."""
-    return Schedule(cfg.lr, cfg.steps, cfg.warmup_steps, cfg.lr_floor).lr(step)
-
-
 def _config_dict(cfg: PretrainConfig) -> dict:
     return {**asdict(cfg), "save_steps": cfg.resolved_save_steps()}
 
@@ -223,7 +229,7 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
     checkpoints = [out_dir / f"step{s}" for s in save_steps]
     final_marker = out_dir / f"step{cfg.steps}" / "ke_checkpoint.json"
     if final_marker.exists():
-        if json.loads(final_marker.read_text())["config"] != _config_dict(cfg):
+        if read_cached(final_marker, _config_dict(cfg)) is None:
             raise UserError(f"--out {out_dir} holds a finished run with another configuration; use a new --out folder.")
         return checkpoints
 
@@ -261,16 +267,18 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
     old_lines = log_path.read_text().splitlines() if log_path.exists() and start > 0 else []
     log_path.write_text("".join(line + "\n" for line in old_lines if json.loads(line)["step"] <= start))
 
+    non_embedding = non_embedding_parameters(accelerator.unwrap_model(model))
+
     def save_checkpoint(step: int) -> None:
         unwrapped = accelerator.unwrap_model(model)
-        info = {"step": step, "tokens_seen": step * cfg.batch_size * cfg.seq_len,
-                "epochs": step * cfg.batch_size / n_rows, "lr": step_lr(cfg, step),
-                "loss": sum(losses) / len(losses) if losses else None, "config": _config_dict(cfg)}
+        info = {"step": step, "lr": cfg.schedule.lr(step), "loss": sum(losses) / len(losses) if losses else None,
+                "regime": regime(cfg.schedule, weight_decay=cfg.weight_decay, tokens_per_step=cfg.batch_size * cfg.seq_len,
+                                 non_embedding_params=non_embedding, step=step, corpus_tokens=n_rows * cfg.seq_len)}
 
         def write(tmp: Path) -> None:
             unwrapped.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            (tmp / "ke_checkpoint.json").write_text(json.dumps(info, indent=1))
+            write_cached(info, tmp / "ke_checkpoint.json", _config_dict(cfg))
 
         with _no_transformers_bars():
             save_folder_atomically(out_dir / f"step{step}", write)
@@ -285,7 +293,7 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
     bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.steps, disable=not progress, desc="pretrain")
     with log_path.open("a") as log:
         for step in bar:
-            lr = step_lr(cfg, step)
+            lr = cfg.schedule.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             input_ids = rows[batch_rows(step, cfg.batch_size, n_rows)]["input_ids"].to(accelerator.device)
@@ -296,7 +304,8 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
             optimizer.zero_grad(set_to_none=True)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                raise RuntimeError(f"loss became {loss_value} at step {step}; lower --lr or raise --warmup-steps.")
+                raise UserError(f"the pretraining loss became {loss_value} at step {step} ({out_dir}); lower the learning "
+                                f"rate (lr = {cfg.lr:g}) or raise warmup_steps ({cfg.warmup_steps}).")
             losses.append(loss_value)
             log.write(json.dumps({"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm)}) + "\n")
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
@@ -304,39 +313,3 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
                 log.flush()
                 save_checkpoint(step)
     return [path for path in checkpoints if path.exists()]
-
-
-# ----------------------------------------------------------------------------- command line
-
-def _parse_steps(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,100,200; got {text!r}")
-
-
-def add_cli(subparsers) -> None:
-    """Register `ke pretrain`: options mirror PretrainConfig's fields (--hidden-size, --steps, ...)."""
-    parser = subparsers.add_parser("pretrain", help="train a miniature model from scratch (resumable)",
-                                   description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", required=True, help="folder of a datasets.Dataset with a 'text' column")
-    parser.add_argument("--tokenizer", required=True,
-                        help="tokenizer folder; trained on the corpus (--vocab-size) if it holds none")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints step{N}/, train_log.jsonl")
-    parser.add_argument("--vocab-size", type=int, default=4096, help="only used when training the tokenizer")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_config_options(parser, PretrainConfig, special={
-        "family": {"default": "olmo", "help": f"one of {', '.join(FAMILIES)}"},
-        "save_steps": {"type": _parse_steps, "default": None,
-                       "help": "comma-separated steps to checkpoint (default: 0, 1%%, 2%%, 5%%, every 10%%)"}})
-    parser.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> None:
-    cfg = config_from_args(PretrainConfig, args)
-    validate(cfg)
-    if not (Path(args.tokenizer) / "tokenizer_config.json").exists():
-        corpus = load_corpus(args.corpus)
-        train_tokenizer((batch["text"] for batch in corpus.iter(batch_size=1000)), args.vocab_size, args.tokenizer)
-    for path in pretrain(cfg, args.corpus, args.tokenizer, args.out, progress=not args.no_progress):
-        print(path)

@@ -1,5 +1,42 @@
-"""What the paper reports (from shared/paper/DIGEST.md): numbers of Tables 1-2, ranges and claims of the figures.
-Drawn beside our results in the book; never used to choose or tune anything."""
+"""What the paper reports: numbers of Tables 1-2, ranges and claims of the figures, and the published pretraining
+recipes of the three models it studies. Drawn beside our results in the book; never used to choose or tune anything.
+The only place in the project that holds the paper's numbers."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaperModel:
+    """A model the paper studies, with its published pretraining recipe (for the regime numbers)."""
+    label: str
+    layers: int
+    ffn_dim: int                 # m: memory slots per layer
+    final_step: int              # the paper's "100%"
+    steps: int                   # optimizer updates of the schedule
+    tokens_per_step: int         # global batch x sequence length
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    lr_shape: str                # cosine | linear
+    non_embedding_params: int    # layers x (4 d^2 attention + FFN matrices)
+    warmup_start: float = 0.0
+    lr_floor: float = 0.1
+    source: str = ""
+
+
+PAPER_MODELS = {
+    # allenai/OLMo configs/official/OLMo-1B.yaml: d 2048, 16 layers, SwiGLU m 8192, lr 4e-4, wd 0.1,
+    # cosine_with_warmup (t_warmup 2000 from 0.1 x lr, alpha_f 0.1), 739,328 steps of 2048 x 2048 tokens (3.1T).
+    "olmo-1b": PaperModel("OLMo-1B", 16, 8192, 738_020, 739_328, 2048 * 2048, 4e-4, 0.1, 2000, "cosine",
+                          16 * (4 * 2048**2 + 3 * 2048 * 8192), warmup_start=0.1, source="allenai/OLMo configs/official/OLMo-1B.yaml"),
+    # allenai/OLMo configs/official/OLMo-7B.yaml: d 4096, 32 layers, SwiGLU m 11008, lr 3e-4, wd 0.1,
+    # linear_with_warmup (t_warmup 5000, alpha_f 0.1), batch 2048 x 2048; the paper's final checkpoint is 557k.
+    "olmo-7b": PaperModel("OLMo-7B", 32, 11008, 557_000, 557_000, 2048 * 2048, 3e-4, 0.1, 5000, "linear",
+                          32 * (4 * 4096**2 + 3 * 4096 * 11008), warmup_start=0.1, source="allenai/OLMo configs/official/OLMo-7B.yaml"),
+    # EleutherAI/pythia models/1.4B/pythia-1.4b.yml: d 2048, 24 layers, GELU m 8192, lr 2e-4 (min 2e-5), wd 0.1,
+    # cosine, warmup 1%, 143,000 steps of 1024 x 2048 tokens (300B).
+    "pythia-1.4b": PaperModel("Pythia-1.4B", 24, 8192, 143_000, 143_000, 1024 * 2048, 2e-4, 0.1, 1430, "cosine",
+                              24 * (4 * 2048**2 + 2 * 2048 * 8192), source="EleutherAI/pythia models/1.4B/pythia-1.4b.yml"),
+}
 
 CHECKPOINTS_1B = [118_000, 369_000, 554_000, 738_000]  # the columns of Tables 1-2 (OLMo-1B steps)
 FINAL_STEP = {"OLMo-1B": 738_020, "OLMo-7B": 557_000}

@@ -1,0 +1,225 @@
+"""Build the book: resolve the preset into a plan, compute every planned item (world, zoo, measurements,
+resuscitated checkpoints, continual runs) in parallel processes, execute the notebooks with Papermill (one page
+per checkpoint, then the chapters, which only read cached results), and render them with Jupyter Book.
+
+The sources in book/ are never modified: executed copies go to _build/stage/, a mirror of the book that
+Jupyter Book renders with execution off. Everything computed is cached under the preset's run_dir, so an
+interrupted build (Ctrl-C stops it within seconds, workers and kernels included) resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ..errors import Interrupted, UserError
+from .plan import Plan, execute, make_plan
+from .presets import load_preset
+
+CHECKPOINT_TEMPLATE = "book/checkpoint.ipynb"  # executed once per analysed checkpoint (first seed of each model)
+KERNEL = "ke"                                  # the kernelspec the build writes: this very Python
+
+
+def chapter_notebooks(root: Path) -> list[str]:
+    """Notebooks listed in _toc.yml, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]] + [entry["file"] for part in toc.get("parts", [toc]) for entry in part.get("chapters", [])
+                             if "file" in entry]
+    return [f + ".ipynb" for f in files if (root / f"{f}.ipynb").exists()]
+
+
+def write_kernel(root: Path) -> Path:
+    """A kernelspec that runs this Python (the project's environment), found first through JUPYTER_PATH, so the
+    pages never run in whatever `python3` kernel the user happens to have installed."""
+    folder = root / "_build" / "jupyter"
+    spec = folder / "kernels" / KERNEL / "kernel.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                "display_name": "Python (ke)", "language": "python"}))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("JUPYTER_PATH")])])
+    return folder
+
+
+def execute_notebook(root: Path, template: str, output: Path, parameters: dict, force: bool = False,
+                     title: str | None = None, inputs: tuple[Path, ...] = ()) -> bool:
+    """Run one notebook with Papermill unless a copy with the same parameters exists that is newer than the
+    template and every file of `inputs` (the preset, the ke package)."""
+    import papermill
+
+    source = root / template
+    newest_input = max(p.stat().st_mtime for p in [source, *inputs])
+    if not force and output.exists() and output.stat().st_mtime > newest_input:
+        stored = json.loads(output.read_text()).get("metadata", {}).get("papermill", {}).get("parameters")
+        if stored == parameters:
+            return False
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".tmp-{output.name}")
+    try:
+        papermill.execute_notebook(str(source), str(partial), parameters=parameters, cwd=str(source.parent),
+                                   kernel_name=KERNEL, progress_bar=False)
+    except papermill.PapermillExecutionError as error:
+        raise UserError(f"page {template} {parameters} failed in cell {error.exec_count} with {error.ename}: "
+                        f"{error.evalue}; the executed copy {partial} shows the traceback.") from None
+    finish(partial, title)
+    os.replace(partial, output)  # a page that was interrupted never looks executed
+    return True
+
+
+def finish(notebook: Path, title: str | None = None) -> None:
+    """The book shows the parameters Papermill injected, not the template's defaults they override; a page
+    executed from a template gets its own title."""
+    import nbformat
+    nb = nbformat.read(notebook, as_version=4)
+    if title:
+        first = next(c for c in nb.cells if c.cell_type == "markdown")
+        first.source = "\n".join([f"# {title}"] + first.source.splitlines()[1:])
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
+    nbformat.write(nb, notebook)
+
+
+# ----------------------------------------------------------------------------------------------- parallel work
+
+def _init_worker(threads: int) -> None:
+    """Workers leave Ctrl-C to the main process, which stops them all (a worker that died of SIGINT on its own
+    would be silently replaced by the pool and its task lost)."""
+    import datasets
+    import torch
+
+    from ..models import quiet_transformers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    datasets.disable_progress_bars()   # the bar of the main process is the one to watch
+    quiet_transformers()
+
+
+def _call(task):
+    function, args = task
+    return function(*args)
+
+
+def run_parallel(tasks: list[tuple], jobs: int, desc: str, progress: bool = True) -> list:
+    """Run (function, args) tasks `jobs` at a time in fresh processes (one thread each when jobs > 1), with a
+    progress bar; the first failure stops the rest (finished tasks stay cached) and is raised here.
+    On Ctrl-C the workers are terminated at once."""
+    from tqdm import tqdm
+
+    if not tasks:
+        return []
+    if jobs <= 1 or len(tasks) == 1:
+        return [_call(t) for t in tqdm(tasks, desc=desc, disable=not progress)]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), _init_worker, (threads,))
+    try:
+        results = list(tqdm(pool.imap(_call, tasks), total=len(tasks), desc=desc, disable=not progress))
+        pool.close()
+        return results
+    finally:
+        pool.terminate()   # after a failure or Ctrl-C: stop the running and queued tasks now
+        pool.join()
+
+
+def compute(plan: Plan, jobs: int, progress: bool = True) -> None:
+    """Every planned item, stage by stage (a stage only needs earlier ones), `jobs` at a time."""
+    names = ("world", "pretraining", "measurements", "resuscitated checkpoints", "continual runs")
+    for name, items in zip(names, plan.work()):
+        started = time.time()
+        run_parallel([(execute, (item,)) for item in items], jobs if name != "world" else 1, name, progress)
+        if items:
+            print(f"[book] {len(items)} {name} ready in {time.time() - started:.0f} s", flush=True)
+
+
+def done_count(plan: Plan) -> tuple[int, int]:
+    """How many planned items have a finished artifact on disk (what an interrupted build keeps)."""
+    items = [item for stage in plan.work() for item in stage]
+    marker = {"PretrainRun": lambda i: i.out_dir / f"step{i.config.steps}" / "ke_checkpoint.json",
+              "Measurement": lambda i: i.out_dir / "entropy.json", "FactCheck": lambda i: i.out_path,
+              "Resuscitation": lambda i: i.out_dir / "ke_resuscitation.json",
+              "ContinualRun": lambda i: i.out_dir / "result.json", "EntityPerplexity": lambda i: i.out_path,
+              "WorldBuild": lambda i: i.world_dir / "world.json"}
+    return sum(marker[type(i).__name__](i).exists() for i in items), len(items)
+
+
+# ----------------------------------------------------------------------------------------------- the book
+
+def build_book(name: str = "default", root: Path | None = None, warnings_as_errors: bool = False,
+               force: bool = False, progress: bool = True, jobs: int = 2) -> Path:
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UserError(f"--jobs must be a positive integer (processes working side by side); got {jobs}.")
+    preset = load_preset(name, root)
+    root, plan = preset.root, make_plan(preset)
+    started = time.time()
+    try:
+        compute(plan, jobs, progress)
+        index = _render(preset, plan, root, warnings_as_errors, force, jobs, progress, started)
+    except KeyboardInterrupt:
+        done, total = done_count(plan)
+        raise Interrupted(f"interrupted after {time.time() - started:.0f} s: {done} of {total} computed items are "
+                          f"kept under {preset.run_dir}; run the same command again to resume.") from None
+    print(f"[book] built {index} in {time.time() - started:.0f} s", flush=True)
+    return index
+
+
+def _render(preset, plan: Plan, root: Path, warnings_as_errors: bool, force: bool, jobs: int, progress: bool,
+            started: float) -> Path:
+    inputs = (preset.source, *Path(__file__).parents[1].rglob("*.py"))  # a changed preset or library reruns pages
+    write_kernel(root)
+    stage = root / "_build" / "stage"
+    (stage / "book").mkdir(parents=True, exist_ok=True)
+    for page in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / page, stage / page)
+    for page in (root / "book").iterdir():
+        if page.is_dir() and page.name.startswith("_"):   # _static/ and the like
+            shutil.copytree(page, stage / "book" / page.name, dirs_exist_ok=True)
+        elif page.suffix in (".md", ".bib", ".png", ".svg", ".json"):
+            shutil.copy2(page, stage / "book" / page.name)
+
+    pages = {stage / "book" / "checkpoints" / f"{ref.model}-step{ref.step}.ipynb":
+             ({"name": preset.name, "model": ref.model, "step": ref.step}, f"{plan.labels[ref.model]}, step {ref.step}")
+             for model in plan.models for ref in plan.checkpoints[(model, plan.seeds(model)[0])]}
+    for stale in (stage / "book" / "checkpoints").glob("*.ipynb"):
+        if stale not in pages:
+            stale.unlink()  # a checkpoint of another preset
+    tasks = [(execute_notebook, (root, CHECKPOINT_TEMPLATE, out, parameters, force, title, inputs))
+             for out, (parameters, title) in pages.items()]
+    tasks += [(execute_notebook, (root, notebook, stage / notebook, {"name": preset.name}, force, None, inputs))
+              for notebook in chapter_notebooks(root)]
+    ran = run_parallel(tasks, jobs, "pages", progress)
+    print(f"[book] {sum(ran)} of {len(ran)} pages executed, the others were current "
+          f"({time.time() - started:.0f} s)", flush=True)
+
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root)]
+    if warnings_as_errors:
+        command.append("-W")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stdout[-4000:], result.stderr[-4000:], file=sys.stderr)
+        raise UserError("jupyter-book build failed (its output is above); fix the page it names and run again.")
+    return root / "_build" / "html" / "index.html"
+
+
+def export_figure(notebook: Path, heading: str, out: Path) -> None:
+    """Save the first image that follows the markdown cell whose first line contains `heading` in an executed
+    notebook (the README's figure comes from the executed entropy chapter)."""
+    import base64
+
+    import nbformat
+    cells = nbformat.read(notebook, as_version=4).cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and heading in cell.source.splitlines()[0]:
+            for later in cells[i + 1:]:
+                for output in later.get("outputs", []):
+                    if "image/png" in output.get("data", {}):
+                        Path(out).write_bytes(base64.b64decode(output["data"]["image/png"]))
+                        return
+    raise UserError(f"{notebook} has no image after a heading containing {heading!r}; run `make book` first.")

@@ -1,0 +1,118 @@
+"""Chapter "Knowledge entropy along pretraining" (paper Section 3, App. A.2-A.4): the numbers the page shows,
+read from the per-checkpoint artifacts of the plan (one artifact per checkpoint, then aggregate)."""
+from __future__ import annotations
+
+import json
+import math
+
+from ..entropy import load_coefficients
+from . import claims as C
+from .paper import FIGURES
+from .plan import Plan, execute
+
+FROM = 0.2  # trends are judged from 20% of the schedule on (the paper's "initial stage"), after the early transient
+
+
+def rows(plan: Plan, model: str, seed: int | None = None) -> list[dict]:
+    """One row per analysed checkpoint: step, fraction of the schedule, knowledge entropy on every corpus and
+    variant (`entropy_<role>`), attention / next-token / ReLU-variant entropy and the per-layer entropies."""
+    seed = plan.seeds(model)[0] if seed is None else seed
+    out = []
+    for ref in plan.checkpoints[(model, seed)]:
+        records = {m.corpus: execute(m) for m in plan.measurements if m.checkpoint == ref}
+        dolma = records["dolma"]
+        row = {"step": ref.step, "seed": seed, "fraction": ref.step / plan.final_steps[model],
+               "layer_entropy": dolma["layer_entropy"], "attention_entropy": dolma.get("attention_entropy"),
+               "layer_attention_entropy": dolma.get("layer_attention_entropy"), "ntp_entropy": dolma.get("ntp_entropy"),
+               "relu_entropy": dolma.get("relu_knowledge_entropy"), "num_layers": dolma["num_layers"],
+               "ffn_dim": dolma["ffn_dim"], "num_tokens": dolma["num_tokens"], "num_docs": dolma["num_docs"]}
+        row.update({f"entropy_{role}": record["knowledge_entropy"] for role, record in records.items()})
+        out.append(row)
+    return out
+
+
+def maximum(row: dict) -> float:
+    """The largest possible knowledge entropy: L ln m (every slot equally used)."""
+    return row["num_layers"] * math.log(row["ffn_dim"])
+
+
+def coefficients(plan: Plan, model: str, step: int, seed: int | None = None):
+    """C-bar [layers, ffn_dim] of one checkpoint on the Dolma role."""
+    return load_coefficients(plan.measurement(plan.checkpoint(model, step, seed)).out_dir)
+
+
+def world_knowledge(plan: Plan, model: str, seed: int | None = None) -> list[dict]:
+    """Accuracy on the generated world's fact tasks at every analysed checkpoint (empty without a world)."""
+    seed = plan.seeds(model)[0] if seed is None else seed
+    return [execute(f) for f in plan.fact_checks if f.checkpoint.model == model and f.checkpoint.seed == seed]
+
+
+def mean_accuracy(record: dict) -> float:
+    return sum(record["accuracy"].values()) / len(record["accuracy"])
+
+
+def train_log(plan: Plan, model: str, seed: int | None = None) -> list[dict]:
+    """Per-step loss and learning rate of a zoo model (empty for models trained elsewhere)."""
+    seed = plan.seeds(model)[0] if seed is None else seed
+    run = next((r for r in plan.pretraining if r.model == model and r.seed == seed), None)
+    path = run.out_dir / "train_log.jsonl" if run else None
+    return [json.loads(line) for line in path.read_text().splitlines()] if path and path.exists() else []
+
+
+def later(rows_: list[dict], start: float = FROM) -> list[dict]:
+    return [r for r in rows_ if r["fraction"] >= start]
+
+
+def trend_claim(figure: str, series: str, rows_: list[dict], column: str, expected: int = -1,
+                paper: str = "decreases") -> C.Claim:
+    """A claimed monotone trend of `column` along training, judged from 20% of the schedule on."""
+    kept = later(rows_)
+    verdict, t = C.trend_of([r["step"] for r in kept], [r[column] for r in kept], expected)
+    return C.Claim(figure, f"{series}: {column.replace('_', ' ')} {paper}", paper, t.describe(), verdict)
+
+
+def seed_trend_claim(figure: str, series: str, by_seed: dict[int, list[dict]], column: str,
+                     expected: int = -1, paper: str = "decreases") -> C.Claim:
+    """trend_claim judged on every seed; "agrees" only if it agrees for each (claims.over_seeds)."""
+    per_seed = [trend_claim(figure, series, r, column, expected, paper) for r in by_seed.values()]
+    ours = "; ".join(f"seed {seed}: {c.ours}" for seed, c in zip(by_seed, per_seed))
+    return C.Claim(figure, per_seed[0].statement, paper, ours, C.over_seeds([c.verdict for c in per_seed]))
+
+
+def layer_changes(rows_: list[dict], stages: dict[str, int]) -> dict:
+    """Fig. 8: per layer, entropy at the initial stage minus at the final stage."""
+    by_step = {r["step"]: r for r in rows_}
+    first, last = by_step[stages["initial"]]["layer_entropy"], by_step[stages["final"]]["layer_entropy"]
+    drops = [a - b for a, b in zip(first, last)]
+    largest = max(range(len(drops)), key=lambda i: drops[i])
+    return {"drops": drops, "decreasing": sum(d > 0 for d in drops), "largest": largest}
+
+
+def layer_claim(label: str, changes: dict) -> C.Claim:
+    drops, largest = changes["drops"], changes["largest"]
+    ours = (f"{changes['decreasing']} of {len(drops)} layers lose entropy from the initial to the final stage; "
+            f"the largest drop ({drops[largest]:.4f} nats) is in layer {largest} of 0..{len(drops) - 1}")
+    verdict = C.checks([d > 0 for d in drops] + [largest == len(drops) - 1])
+    return C.Claim("Fig. 8", f"{label}: every layer loses entropy, the last layer most", FIGURES["fig8"], ours, verdict)
+
+
+def trend_table(rows_by_model: dict[str, list[dict]], labels: dict[str, str], column: str = "entropy_dolma") -> str:
+    """Fig. 2's table: first, last and maximum entropy, trends over all checkpoints and from 20% on."""
+    from ..stats import spearman
+
+    out = ("| model | checkpoints | first | last | maximum L ln m | trend, all checkpoints | trend from 20% on |\n"
+           "|---|---|---|---|---|---|---|\n")
+    for key, r in rows_by_model.items():
+        every, kept = spearman([x["step"] for x in r], [x[column] for x in r]), later(r)
+        late = spearman([x["step"] for x in kept], [x[column] for x in kept])
+        out += (f"| {labels[key]} | {len(r)} | {r[0][column]:.4f} | {r[-1][column]:.4f} | {maximum(r[0]):.3f} | "
+                f"{every.describe()} | {late.describe()} |\n")
+    return out
+
+
+def padding_table(rows_: list[dict]) -> str:
+    out = "| step | Eq. 2 (padding excluded) | official (padding counted) | difference |\n|---|---|---|---|\n"
+    for x in rows_:
+        out += (f"| {x['step']} | {x['entropy_dolma']:.4f} | {x['entropy_dolma_count_padding']:.4f} | "
+                f"{x['entropy_dolma_count_padding'] - x['entropy_dolma']:+.4f} |\n")
+    return out

@@ -1,0 +1,87 @@
+"""The paper's claims as code: every verdict the book prints comes from here, in one vocabulary.
+
+- "agrees": the claimed direction holds (a directional trend: one-sided Spearman test at alpha = 0.05, exact for
+  n <= 8; a comparison: it holds);
+- "disagrees": the opposite direction holds by the same test (or the comparison fails);
+- "not significant": a trend whose direction neither test establishes;
+- "partly (k of n)": a claim made of n checks, k of which hold (or a verdict that holds for k of n seeds).
+A verdict over several seeds is "agrees" only if it agrees for every seed (`over_seeds`).
+
+The rules were fixed before the results were looked at; the tests check that the paper's own numbers satisfy the
+paper's claims and that a reversed series fails them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..stats import Trend, spearman
+
+AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_TESTED = "agrees", "disagrees", "not significant", "not tested"
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of a chapter's summary: what the paper claims, what it reports, what we measured, the verdict."""
+    figure: str
+    statement: str
+    paper: str
+    ours: str
+    verdict: str
+
+
+def trend(t: Trend, expected: int) -> str:
+    """Verdict on a claimed monotone trend: expected = -1 (decreases) or +1 (increases)."""
+    if t.n < 3:
+        return NOT_TESTED
+    claimed, opposite = (t.p_down, t.p_up) if expected < 0 else (t.p_up, t.p_down)
+    if claimed < ALPHA:
+        return AGREES
+    if opposite < ALPHA:
+        return DISAGREES
+    return NOT_SIGNIFICANT
+
+
+def trend_of(x, y, expected: int) -> tuple[str, Trend]:
+    """The verdict and the Spearman trend of y against x."""
+    t = spearman(x, y)
+    return trend(t, expected), t
+
+
+def checks(flags) -> str:
+    """Verdict on a claim made of several yes/no checks (None = not measurable, left out)."""
+    flags = [bool(f) for f in flags if f is not None]
+    if not flags:
+        return NOT_TESTED
+    if all(flags):
+        return AGREES
+    return f"partly ({sum(flags)} of {len(flags)})" if any(flags) else DISAGREES
+
+
+def over_seeds(verdicts: list[str]) -> str:
+    """One verdict from the same claim judged on each seed: unanimous verdicts stand; otherwise the share of
+    seeds that agree ("partly (k of n)"), or "not significant" when none agrees and not all disagree."""
+    verdicts = [v for v in verdicts if v != NOT_TESTED]
+    if not verdicts:
+        return NOT_TESTED
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    agreeing = sum(v == AGREES for v in verdicts)
+    return f"partly ({agreeing} of {len(verdicts)} seeds)" if agreeing else NOT_SIGNIFICANT
+
+
+def markdown(claims: list[Claim], with_figure: bool = True) -> str:
+    """The summary table of a chapter, with a count of verdicts."""
+    head = "| figure | claim | paper | ours | verdict |\n|---|---|---|---|---|\n" if with_figure else \
+        "| claim | paper | ours | verdict |\n|---|---|---|---|\n"
+    rows = "".join((f"| {c.figure} " if with_figure else "") + f"| {c.statement} | {c.paper} | {c.ours} | "
+                   f"{emphasise(c.verdict)} |\n" for c in claims)
+    counts = {}
+    for c in claims:
+        word = c.verdict.split(" (")[0]
+        counts[word] = counts.get(word, 0) + 1
+    return head + rows + "\n" + ", ".join(f"{word}: {n}" for word, n in counts.items()) + "."
+
+
+def emphasise(verdict: str) -> str:
+    return f"**{verdict}**" if verdict == DISAGREES else verdict
