@@ -1,7 +1,16 @@
 """Knowledge entropy (Eq. 2), attention entropy (Eq. 3) and next-token entropy (App. A.4) in one forward pass.
 
 Forward pre-hooks on each FFN output projection reduce the memory coefficients inside the hook, so only
-[layers, ffn_dim] running sums are kept, never per-token activations of all layers.
+[layers, ffn_dim] running sums are kept (plus [docs, layers, ffn_dim] per-document means when asked for), never
+per-token activations of all layers.
+
+Several processes (`accelerate launch --num_processes N ...`, one GPU each; gloo on CPUs):
+- one checkpoint (`measure`, `run_entropy`): process r takes the r-th contiguous 1/N of the documents; the sums
+  (coefficients per slot, ReLU variant, attention per head, NTP, token and document counts) are added over the
+  processes before any entropy is computed, so N processes give the 1-process result up to summation order.
+- many checkpoints (`run_entropy_many`): while at least N checkpoints are left, process r measures checkpoints
+  r, r+N, ... alone, without communication; otherwise they are measured in turn with the documents split.
+The process that holds a checkpoint's complete result (the main one when documents are split) writes its files.
 """
 from __future__ import annotations
 
@@ -15,15 +24,26 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
+from .data import load_documents, pad_rows
 from .errors import UserError
 from .models import attention_modules, find_ffn_layers
-from .storage import write_json_atomically
+from .storage import fingerprint, read_cached, write_cached
+
+RESULT_FILE, COEFFICIENTS_FILE = "entropy.json", "coefficients.safetensors"
+PER_DOCUMENT_FILE = "per_document.safetensors"
 
 
 def entropy_of(weights: torch.Tensor) -> torch.Tensor:
     """Row-wise entropy (nats) of non-negative weights normalised to sum 1; 0 ln 0 = 0."""
     p = weights.double() / weights.double().sum(-1, keepdim=True)
     return -torch.special.xlogy(p, p).sum(-1)
+
+
+def top1_share(weights: torch.Tensor) -> torch.Tensor:
+    """Row-wise share of the row's total held by its largest ceil(m / 100) entries (the top 1% of m slots)."""
+    k = -(-weights.shape[-1] // 100)  # integer ceil: 0.01 * m in floats can land just above an integer
+    w = weights.double()
+    return w.topk(k, dim=-1).values.sum(-1) / w.sum(-1)
 
 
 @dataclass
@@ -34,11 +54,15 @@ class EntropySettings:
     attention: bool = False
     ntp: bool = False
     relu: bool = False  # Fig. 9 variant: max(C, 0) instead of |C| (the paper's prose reading)
+    skip_first: bool = False  # leave each document's first position out of its mean (all three entropies)
+    per_document: bool = False  # also keep every document's mean |C| [docs, layers, ffn_dim] (for bootstraps)
 
     def check(self):
         for name in ("seq_len", "batch_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(self, name)}.")
+        if self.skip_first and self.seq_len < 2:
+            raise UserError(f"--skip-first needs --seq-len of at least 2; got {self.seq_len}.")
 
 
 @dataclass
@@ -48,26 +72,32 @@ class EntropyResult:
     num_docs: int
     num_tokens: int
     mean_abs_coefficients: torch.Tensor = field(repr=False)  # [layers, ffn_dim], C-bar of Eq. 2
+    layer_top1_share: list[float] | None = None  # share of each layer's total C-bar in its top 1% of slots
     relu_knowledge_entropy: float | None = None
     relu_layer_entropy: list[float] | None = None
     attention_entropy: float | None = None
     layer_attention_entropy: list[float] | None = None
     head_attention_entropy: list[list[float]] | None = None
     ntp_entropy: float | None = None
+    per_document: torch.Tensor | None = field(default=None, repr=False)  # [docs, layers, ffn_dim] mean |C|
+    num_processes: int = 1  # processes whose documents were summed into this result
 
     def summary(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != "mean_abs_coefficients" and v is not None}
+        skip = ("mean_abs_coefficients", "per_document", "num_processes")
+        out = {k: v for k, v in asdict(self).items() if k not in skip and v is not None}
         out["num_layers"], out["ffn_dim"] = self.mean_abs_coefficients.shape
         return out
 
 
 class _Sums:
-    """Running sums over documents, filled by the hooks."""
+    """Running sums over documents, filled by the hooks. Each position carries its weight in its document's mean
+    (`weights`, [B, T], rows summing to 1), so every sum is a sum of per-document means."""
 
     def __init__(self, settings: EntropySettings):
         self.settings = settings
-        self.weights = None  # [B, T]: per-position weight (1/T_n on real tokens, or 1 when counting padding)
+        self.weights = None
         self.coeff, self.relu, self.attention = {}, {}, {}
+        self.rows = {}  # layer -> [B, m] per-document means of each batch (per_document only)
         self.ntp = 0.0
 
     def add(self, store: dict, layer: int, value: torch.Tensor):
@@ -75,11 +105,14 @@ class _Sums:
 
     def ffn_hook(self, layer: int):
         def hook(module, args):
-            c = args[0].float().flatten(0, 1)  # [B*T, m]
-            w = self.weights.reshape(1, -1)
-            self.add(self.coeff, layer, (w @ c.abs())[0])
+            c = args[0].float()  # [B, T, m]
+            w = self.weights.unsqueeze(1)  # [B, 1, T]
+            means = torch.bmm(w, c.abs())[:, 0]  # [B, m]: each document's mean |C|
+            self.add(self.coeff, layer, means.double().sum(0))
+            if self.settings.per_document:
+                self.rows.setdefault(layer, []).append(means.cpu())
             if self.settings.relu:
-                self.add(self.relu, layer, (w @ c.clamp(min=0))[0])
+                self.add(self.relu, layer, torch.bmm(w, c.clamp(min=0))[:, 0].double().sum(0))
         return hook
 
     def attention_hook(self, layer: int):
@@ -92,33 +125,153 @@ class _Sums:
         return hook
 
 
+def position_weights(mask: torch.Tensor, settings: EntropySettings) -> torch.Tensor:
+    """[B, T] weight of each position in its document's mean: 1 / (counted positions) where counted, else 0.
+    Counted: the real tokens (all seq_len positions with count_padding), minus position 0 with skip_first."""
+    counted = torch.ones_like(mask) if settings.count_padding else mask.clone()
+    if settings.skip_first:
+        counted[:, 0] = 0
+    counted = counted.double()
+    return (counted / counted.sum(1, keepdim=True)).float()
+
+
 def _batches(token_lists, batch_size, pad_id, pad_to):
     for start in range(0, len(token_lists), batch_size):
-        chunk = token_lists[start:start + batch_size]
-        width = pad_to or max(map(len, chunk))
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, tokens in enumerate(chunk):
-            ids[row, :len(tokens)] = torch.tensor(tokens)
-            mask[row, :len(tokens)] = 1
-        yield ids, mask
+        yield pad_rows(token_lists[start:start + batch_size], pad_id, width=pad_to)
 
 
-def tokenize_documents(tokenizer, documents: list[str], seq_len: int) -> list[list[int]]:
-    """Model tokenizer with its special tokens, truncated to seq_len; empty documents are dropped."""
-    encoded = tokenizer(list(documents), add_special_tokens=True, truncation=True, max_length=seq_len)["input_ids"]
-    return [ids for ids in encoded if ids]
+def tokenize_documents(tokenizer, documents: list, seq_len: int) -> list[list[int]]:
+    """Token ids of each document, truncated to seq_len: a text through the model's tokenizer with its special
+    tokens; a list of ids (e.g. the pretraining first batch) as it is, with no decode / re-encode round trip.
+    Empty documents are dropped."""
+    texts = [i for i, doc in enumerate(documents) if isinstance(doc, str)]
+    encoded = tokenizer([documents[i] for i in texts], add_special_tokens=True, truncation=True,
+                        max_length=seq_len)["input_ids"] if texts else []
+    by_index = dict(zip(texts, encoded))
+    tokens = [by_index[i] if i in by_index else [int(t) for t in doc][:seq_len] for i, doc in enumerate(documents)]
+    return [ids for ids in tokens if ids]
 
+
+def load_measurement_data(spec: str, max_docs: int | None = None) -> list[str | list[int]]:
+    """The documents to measure. A `.jsonl` file is read row by row: a row with an `input_ids` list gives those
+    token ids (what the first-batch exporter writes beside `text`), a row with only `text` gives the text.
+    Anything else goes through ke.data.load_documents."""
+    path = Path(spec).expanduser()
+    if not (path.is_file() and path.suffix == ".jsonl"):
+        return load_documents(spec, max_docs=max_docs)
+    docs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        row = row if isinstance(row, dict) else {}
+        ids, text = row.get("input_ids"), row.get("text")
+        if isinstance(ids, list) and all(type(t) is int and t >= 0 for t in ids):
+            doc = ids
+        elif ids is None and isinstance(text, str):
+            doc = text if text.strip() else None
+        else:
+            raise UserError(f"line {number} of {path} has neither an 'input_ids' list of non-negative token ids nor "
+                            "a 'text' string; fix that line.")
+        if doc:
+            docs.append(doc)
+            if max_docs and len(docs) >= max_docs:
+                break
+    if not docs:
+        raise UserError(f"data {spec} holds no non-empty documents; pass data with at least one document.")
+    return docs
+
+
+# ---------------------------------------------------------------- processes (accelerate)
+
+def _state():
+    """accelerate's PartialState of this process. On CPUs (`ACCELERATE_USE_CPU=1`, as `accelerate launch --cpu`
+    sets it) it must be told so, or a launched process without a GPU would not join the gloo process group."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _processes() -> tuple[int, int]:
+    """(number of processes, this process's index) of the current `accelerate launch` (1, 0 without one)."""
+    state = _state()
+    return state.num_processes, state.process_index
+
+
+def _wait_for_everyone():
+    _state().wait_for_everyone()
+
+
+def _share(count: int, world: int, rank: int) -> tuple[int, int]:
+    """[start, stop) of process `rank`'s contiguous share of `count` items (shares differ by at most one)."""
+    base, extra = divmod(count, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def _sum_over_processes(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor summed element-wise over all processes: one float64 all-reduce of their concatenation."""
+    from accelerate.utils import reduce
+    flat = torch.cat([p.double().flatten() for p in parts]).to(_state().device)
+    flat = reduce(flat, "sum").cpu()
+    return [chunk.view(p.shape) for chunk, p in zip(flat.split([p.numel() for p in parts]), parts)]
+
+
+def _gather_rows(rows: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Every process's [n_r, ...] rows, concatenated in process order (process r holds counts[r] rows)."""
+    from accelerate.utils import gather
+    width = max(counts)
+    padded = rows.new_zeros((width, *rows.shape[1:]))
+    padded[:len(rows)] = rows
+    every = gather(padded.to(_state().device)).cpu()  # [world * width, ...]
+    return torch.cat([every[r * width: r * width + n] for r, n in enumerate(counts)])
+
+
+def process_device(device: str | None) -> str:
+    """`device`, except that "auto", or plain "cuda" under a launch with several processes, is this process's own
+    device (cuda:<local rank>, or cpu)."""
+    if device in (None, "auto", "cuda"):
+        state = _state()
+        if device != "cuda" or state.num_processes > 1:
+            return str(state.device)
+    return device
+
+
+# ---------------------------------------------------------------- measuring
 
 @torch.no_grad()
-def measure(model, tokenizer, documents: list[str], settings: EntropySettings | None = None,
-            progress: bool = True) -> EntropyResult:
-    """Knowledge entropy of `model` on `documents` (and attention / NTP entropy when asked)."""
+def measure(model, tokenizer, documents: list, settings: EntropySettings | None = None,
+            progress: bool = True, *, split_documents: bool = True) -> EntropyResult:
+    """Knowledge entropy of `model` on `documents` (texts, or token-id lists measured as given), and attention /
+    NTP entropy when asked.
+
+    Under a launch with several processes every process must call this with the same documents (unless
+    split_documents=False, which measures all documents on this process alone): each measures its share and the
+    sums are added over processes, so every process returns the complete result.
+    """
     settings = settings or EntropySettings()
     settings.check()
     tokens = tokenize_documents(tokenizer, documents, settings.seq_len)
+    if settings.skip_first:
+        tokens = [ids for ids in tokens if len(ids) > 1]  # nothing is left of a one-token document
     if not tokens:
         raise UserError("the data holds no non-empty documents; pass a file with at least one line of text.")
+    vocab = model.get_input_embeddings().num_embeddings
+    largest = max(max(ids) for ids in tokens)
+    if largest >= vocab:
+        raise UserError(f"token id {largest} is outside the model's vocabulary of {vocab}; measure token-id rows "
+                        "only with a model of the tokenizer that made them.")
+    world, rank = _processes() if split_documents else (1, 0)
+    if len(tokens) < world:
+        raise UserError(f"{len(tokens)} documents cannot be split over {world} processes; launch at most "
+                        f"{len(tokens)} processes or pass more documents.")
+    counts = [stop - start for start, stop in (_share(len(tokens), world, r) for r in range(world))]
+    start, stop = _share(len(tokens), world, rank)
+    mine = tokens[start:stop]
+
     implementation = model.config._attn_implementation
     if settings.attention and implementation != "eager":
         model.set_attn_implementation("eager")  # only eager attention materialises the weights
@@ -132,16 +285,13 @@ def measure(model, tokenizer, documents: list[str], settings: EntropySettings | 
     skip_logits = not settings.ntp and "logits_to_keep" in inspect.signature(model.forward).parameters
     num_tokens = 0
     try:
-        bar = tqdm(total=len(tokens), desc="entropy", unit="doc", disable=not progress)
-        for ids, mask in _batches(tokens, settings.batch_size, pad_id,
+        bar = tqdm(total=len(mine), desc="entropy", unit="doc", leave=False, disable=not progress or rank != 0)
+        for ids, mask in _batches(mine, settings.batch_size, pad_id,
                                   settings.seq_len if settings.count_padding else None):
-            ids, mask = ids.to(device), mask.to(device)
-            if settings.count_padding:
-                weights = torch.ones_like(mask, dtype=torch.float32)
-                kwargs = {}  # the official script passes input_ids only: padding is attended to and counted
-            else:
-                weights = mask.float() / mask.sum(1, keepdim=True)
-                kwargs = {"attention_mask": mask}
+            weights = position_weights(mask, settings)
+            ids, mask, weights = ids.to(device), mask.to(device), weights.to(device)
+            # the official script passes input_ids only: with count_padding, padding is attended to and counted
+            kwargs = {} if settings.count_padding else {"attention_mask": mask}
             if skip_logits:
                 kwargs["logits_to_keep"] = 1
             sums.weights = weights
@@ -149,8 +299,8 @@ def measure(model, tokenizer, documents: list[str], settings: EntropySettings | 
             if settings.ntp:
                 logp = torch.log_softmax(logits.float(), -1)
                 per_token = -(logp.exp() * logp).sum(-1)
-                sums.ntp += float((per_token * weights).sum())
-            num_tokens += int(weights.numel() if settings.count_padding else mask.sum())
+                sums.ntp += float((per_token * weights).double().sum())
+            num_tokens += int((weights > 0).sum())
             bar.update(len(ids))
         bar.close()
     finally:
@@ -159,79 +309,192 @@ def measure(model, tokenizer, documents: list[str], settings: EntropySettings | 
         if model.config._attn_implementation != implementation:
             model.set_attn_implementation(implementation)
 
-    num_docs = len(tokens)
-    # Eq. 2: mean over documents of the per-document mean; counting padding: mean over all positions.
-    divisor = num_docs * settings.seq_len if settings.count_padding else num_docs
-    cbar = torch.stack([sums.coeff[i] for i in sorted(sums.coeff)]) / divisor
-    layer_h = entropy_of(cbar)
-    result = EntropyResult(float(layer_h.sum()), layer_h.tolist(), num_docs, num_tokens, cbar.float())
+    # Eq. 2: mean over documents of the per-document mean. Everything below is a sum over documents, added up
+    # over processes before the entropies are taken.
+    parts = [torch.stack([sums.coeff[i] for i in sorted(sums.coeff)]),
+             torch.tensor([sums.ntp, num_tokens, len(mine)], dtype=torch.float64)]
     if settings.relu:
-        relu_h = entropy_of(torch.stack([sums.relu[i] for i in sorted(sums.relu)]))
+        parts.append(torch.stack([sums.relu[i] for i in sorted(sums.relu)]))
+    if settings.attention:
+        parts.append(torch.stack([sums.attention[i] for i in sorted(sums.attention)]))  # [layers, heads]
+    if world > 1:
+        parts = _sum_over_processes(parts)
+    coeff, (ntp, num_tokens, num_docs), *rest = parts
+    num_docs, num_tokens = round(float(num_docs)), round(float(num_tokens))
+    cbar = coeff / num_docs
+    layer_h = entropy_of(cbar)
+    result = EntropyResult(float(layer_h.sum()), layer_h.tolist(), num_docs, num_tokens, cbar.float(),
+                           layer_top1_share=top1_share(cbar).tolist(), num_processes=world)
+    if settings.relu:
+        relu_h = entropy_of(rest.pop(0))
         result.relu_knowledge_entropy, result.relu_layer_entropy = float(relu_h.sum()), relu_h.tolist()
     if settings.attention:
-        heads = torch.stack([sums.attention[i] for i in sorted(sums.attention)]) / divisor  # [layers, heads]
+        heads = rest.pop(0) / num_docs
         result.head_attention_entropy = heads.tolist()
         result.layer_attention_entropy = heads.mean(1).tolist()
         result.attention_entropy = float(heads.mean(1).sum())
     if settings.ntp:
-        result.ntp_entropy = sums.ntp / divisor
+        result.ntp_entropy = float(ntp) / num_docs
+    if settings.per_document:
+        rows = torch.stack([torch.cat(sums.rows[i]) for i in sorted(sums.rows)], 1)  # [docs, layers, m]
+        result.per_document = _gather_rows(rows, counts) if world > 1 else rows
     return result
 
 
-def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None, max_docs: int | None = None,
-                settings: EntropySettings | None = None, dtype: str = "float32", device: str = "cpu",
-                progress: bool = True, loaded=None) -> dict:
-    """Measure one checkpoint on one data set and write `entropy.json` + `coefficients.safetensors` to out_dir.
+# ---------------------------------------------------------------- cached artifacts
 
-    Cached: if out_dir already holds a result made with the same inputs, it is returned without recomputing.
-    `loaded` (a ke.models.Loaded of the same source) saves reloading when one checkpoint is measured on several
-    data sets.
-    """
-    from safetensors.torch import save_file
+def entropy_key(source: str, revision: str | None, data: str, max_docs: int | None, dtype: str,
+                settings: EntropySettings) -> dict:
+    """What a measurement depends on; its cached entropy.json is reused only under an equal key."""
+    return {"model": str(source), "revision": revision, "data": str(data), "max_docs": max_docs, "dtype": dtype,
+            **asdict(settings), "model_files": fingerprint(source), "data_files": fingerprint(data),
+            "ke_version": __version__}
 
-    from .data import load_documents
-    from .models import load_model
 
+def _check(settings: EntropySettings | None, max_docs: int | None) -> EntropySettings:
     settings = settings or EntropySettings()
     settings.check()
     if max_docs is not None and max_docs <= 0:
         raise UserError(f"--max-docs must be a positive integer; got {max_docs}.")
-    out_dir = Path(out_dir)
-    key = {"model": source, "revision": revision, "data": data, "max_docs": max_docs, "dtype": dtype,
-           **asdict(settings), "model_files": _fingerprint(source), "data_files": _fingerprint(data)}
-    result_file = out_dir / "entropy.json"
-    if result_file.exists():
-        cached = json.loads(result_file.read_text())
-        if cached.get("key") == key:
-            return cached
-    documents = load_documents(data, max_docs=max_docs)
-    loaded = loaded or load_model(source, revision, dtype=dtype, device=device)
+    return settings
+
+
+def _measure_and_write(source: str, revision: str | None, data: str, documents: list, out_dir: Path, key: dict,
+                       settings: EntropySettings, dtype: str, device: str, progress: bool, loaded,
+                       split_documents: bool) -> dict:
+    """Measure one checkpoint; the process holding the complete result writes its files (entropy.json last)."""
+    from safetensors.torch import save_file
+
+    from .models import load_model
+
+    loaded = loaded or load_model(source, revision, dtype=dtype, device=process_device(device))
     started = time.time()
-    result = measure(loaded.model, loaded.tokenizer, documents, settings, progress=progress)
-    record = {**result.summary(), "key": key,
+    result = measure(loaded.model, loaded.tokenizer, documents, settings, progress=progress,
+                     split_documents=split_documents)
+    world, rank = _processes()
+    kinds = {isinstance(doc, str) for doc in documents}
+    record = {**result.summary(),
               "provenance": {**loaded.provenance, "ke_version": __version__, "data": data,
+                             "input": "mixed" if len(kinds) > 1 else "text" if True in kinds else "token_ids",
                              "seq_len": settings.seq_len, "batch_size": settings.batch_size,
-                             "count_padding": settings.count_padding, "seconds": round(time.time() - started, 2)}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({"mean_abs_coefficients": result.mean_abs_coefficients.contiguous()},
-              str(out_dir / "coefficients.safetensors"))
-    write_json_atomically(record, result_file)  # written last: a present entropy.json means a finished run
+                             "count_padding": settings.count_padding, "skip_first": settings.skip_first,
+                             "num_processes": result.num_processes, "process_index": rank,
+                             "seconds": round(time.time() - started, 2)}}
+    if result.num_processes == 1 or rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({"mean_abs_coefficients": result.mean_abs_coefficients.contiguous()},
+                  str(out_dir / COEFFICIENTS_FILE))
+        if result.per_document is not None:
+            save_file({"mean_abs_coefficients": result.per_document.float().contiguous()},
+                      str(out_dir / PER_DOCUMENT_FILE))
+        record = write_cached(record, out_dir / RESULT_FILE, key)  # last: a present entropy.json is a finished run
+    if result.num_processes > 1:  # every process returns the main one's record, once its files exist
+        from accelerate.utils import broadcast_object_list
+        record = broadcast_object_list([record])[0]
     return record
 
 
-def _fingerprint(spec: str) -> str | None:
-    """Name, size and modification time of every file of a local path (None for hub ids), hashed."""
-    import hashlib
-    path = Path(spec).expanduser()
-    if not path.exists():
-        return None
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stats = [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
-             for p in files]
-    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None, max_docs: int | None = None,
+                settings: EntropySettings | None = None, dtype: str = "float32", device: str = "cpu",
+                progress: bool = True, loaded=None, split_documents: bool = True) -> dict:
+    """Measure one checkpoint on one data set and write `entropy.json` + `coefficients.safetensors` (and
+    `per_document.safetensors` with settings.per_document) to out_dir.
+
+    Cached: if out_dir already holds a result made with the same inputs, it is returned without recomputing.
+    `loaded` (a ke.models.Loaded of the same source) saves reloading when one checkpoint is measured on several
+    data sets. Under a launch with several processes, all call this and the documents are split (see `measure`).
+    """
+    settings = _check(settings, max_docs)
+    out_dir = Path(out_dir)
+    key = entropy_key(source, revision, data, max_docs, dtype, settings)
+    cached = read_cached(out_dir / RESULT_FILE, key)
+    if cached is not None:
+        return cached
+    documents = load_measurement_data(data, max_docs)
+    return _measure_and_write(source, revision, data, documents, out_dir, key, settings, dtype, device, progress,
+                              loaded, split_documents)
+
+
+@dataclass
+class _Target:
+    name: str  # folder under out_root
+    path: str
+    revision: str | None
+
+
+def _target(source: str | None, checkpoint) -> _Target:
+    """A checkpoint to measure: a ke.models.Checkpoint, a checkpoint folder, a folder name inside the run folder
+    `source`, or a hub revision of `source`."""
+    from .models import Checkpoint
+    if isinstance(checkpoint, Checkpoint):
+        return _Target(checkpoint.name, checkpoint.path, checkpoint.revision)
+    checkpoint = str(checkpoint)
+    folder = Path(checkpoint).expanduser()
+    if (folder / "config.json").exists():
+        return _Target(folder.name, checkpoint, None)
+    if source is not None:
+        inside = Path(source).expanduser() / checkpoint
+        if (inside / "config.json").exists():
+            return _Target(checkpoint, str(inside), None)
+        if not Path(source).expanduser().exists():
+            return _Target(checkpoint, source, checkpoint)
+    raise UserError(f"checkpoint {checkpoint} is neither a model folder nor a revision of a hub model; pass "
+                    "checkpoint folders, or a hub id with its revisions (list them with `ke checkpoints`).")
+
+
+def run_entropy_many(source: str | None, checkpoints: list, data: str, out_root, *, max_docs: int | None = None,
+                     settings: EntropySettings | None = None, dtype: str = "float32", device: str = "cpu",
+                     progress: bool = True, split: str = "auto") -> list[dict]:
+    """Measure several checkpoints on one data set: out_root/<checkpoint name>/ gets each one's run_entropy files.
+
+    `checkpoints`: ke.models.Checkpoint objects, checkpoint folders, folder names inside the run folder `source`,
+    or hub revisions of `source`. Each is cached on its own, so a rerun after an interruption measures only the
+    unfinished ones. Under a launch with N processes, `split` chooses what is divided: "checkpoints" (process r
+    measures r, r+N, ...), "documents" (each checkpoint in turn, documents split), or "auto" (checkpoints while at
+    least N are unfinished). Returns the records in the order of `checkpoints`, on every process.
+    """
+    settings = _check(settings, max_docs)
+    if split not in ("auto", "checkpoints", "documents"):
+        raise UserError(f"--split must be auto, checkpoints or documents; got {split!r}.")
+    targets = [_target(source, c) for c in checkpoints]
+    names = [t.name for t in targets]
+    if len(set(names)) < len(names):
+        raise UserError(f"checkpoint names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
+                        "pass each checkpoint once, from folders with distinct names.")
+    out_dirs = [Path(out_root) / name for name in names]
+    keys = [entropy_key(t.path, t.revision, data, max_docs, dtype, settings) for t in targets]
+    pending = [i for i, (d, k) in enumerate(zip(out_dirs, keys)) if read_cached(d / RESULT_FILE, k) is None]
+    world, rank = _processes()
+    if world > 1:
+        _wait_for_everyone()  # all processes saw the same finished checkpoints before anything is written
+    by_checkpoint = world > 1 and (split == "checkpoints" or split == "auto" and len(pending) >= world)
+    mine = pending[rank::world] if by_checkpoint else pending
+    documents = load_measurement_data(data, max_docs) if mine else None
+    label = f"checkpoints (process 0 of {world})" if by_checkpoint else "checkpoints"
+    for i in tqdm(mine, desc=label, unit="checkpoint", disable=not progress or rank != 0):
+        t = targets[i]
+        _measure_and_write(t.path, t.revision, data, documents, out_dirs[i], keys[i], settings, dtype, device,
+                           progress, None, split_documents=not by_checkpoint)
+    if world > 1:
+        _wait_for_everyone()
+    records = [read_cached(d / RESULT_FILE, k) for d, k in zip(out_dirs, keys)]
+    missing = [names[i] for i, r in enumerate(records) if r is None]
+    if missing:
+        raise RuntimeError(f"no result was written for {', '.join(missing)}; is {out_root} on a file system "
+                           "shared by all processes?")
+    return records
 
 
 def load_coefficients(out_dir) -> torch.Tensor:
     """C-bar [layers, ffn_dim] saved by run_entropy."""
     from safetensors.torch import load_file
-    return load_file(str(Path(out_dir) / "coefficients.safetensors"))["mean_abs_coefficients"]
+    return load_file(str(Path(out_dir) / COEFFICIENTS_FILE))["mean_abs_coefficients"]
+
+
+def load_per_document(out_dir) -> torch.Tensor:
+    """Per-document mean |C| [docs, layers, ffn_dim] saved by run_entropy with settings.per_document."""
+    from safetensors.torch import load_file
+    path = Path(out_dir) / PER_DOCUMENT_FILE
+    if not path.exists():
+        raise UserError(f"{out_dir} holds no {PER_DOCUMENT_FILE}; measure it with --per-document.")
+    return load_file(str(path))["mean_abs_coefficients"]

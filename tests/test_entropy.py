@@ -14,10 +14,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import ke.entropy
 import ke.models
 from conftest import WORDS, make_texts, save_tiny_model
 from ke.data import load_documents
-from ke.entropy import EntropySettings, entropy_of, measure, run_entropy
+from ke.entropy import (EntropySettings, entropy_key, entropy_of, load_coefficients, load_measurement_data,
+                        load_per_document, measure,
+                        run_entropy, run_entropy_many, top1_share)
+from ke.stats import bootstrap_interval
+from ke.storage import read_cached
 from ke.errors import UserError
 from ke.models import STEP_BRANCH, find_ffn_layers, list_checkpoints, load_model, resolve_checkpoint
 
@@ -78,20 +83,23 @@ def run_capturing_ffn_inputs(model, ids, **kwargs):
 
 
 @torch.no_grad()
-def per_document_reference(model, token_lists):
-    """Eqs. 2-3 and NTP entropy literally: each document alone (no padding, no mask), mean over its tokens,
-    then mean over documents."""
+def per_document_reference(model, token_lists, start=0):
+    """Eqs. 2-3 and NTP entropy literally: each document alone (no padding, no mask), mean over its tokens
+    from position `start` on, then mean over documents."""
     docs = len(token_lists)
     totals = {"abs": 0, "relu": 0, "attention": 0, "ntp": 0.0}
+    per_doc = []
     for tokens in token_lists:
         out, coeffs = run_capturing_ffn_inputs(model, torch.tensor([tokens]), output_attentions=True)
-        totals["abs"] = totals["abs"] + torch.stack([c[0].abs().double().mean(0) for c in coeffs])
-        totals["relu"] = totals["relu"] + torch.stack([c[0].clamp(min=0).double().mean(0) for c in coeffs])
+        per_doc.append(torch.stack([c[0, start:].abs().double().mean(0) for c in coeffs]))
+        totals["abs"] = totals["abs"] + per_doc[-1]
+        totals["relu"] = totals["relu"] + torch.stack([c[0, start:].clamp(min=0).double().mean(0) for c in coeffs])
         per_query = [-torch.special.xlogy(a[0].double(), a[0].double()).sum(-1) for a in out.attentions]  # [H, T]
-        totals["attention"] = totals["attention"] + torch.stack([h.mean(-1) for h in per_query])  # [L, H]
-        logp = torch.log_softmax(out.logits[0].double(), -1)
+        totals["attention"] = totals["attention"] + torch.stack([h[:, start:].mean(-1) for h in per_query])  # [L, H]
+        logp = torch.log_softmax(out.logits[0, start:].double(), -1)
         totals["ntp"] += float(-(logp.exp() * logp).sum(-1).mean())
     ref = {k: v / docs for k, v in totals.items()}
+    ref["per_document"] = torch.stack(per_doc)  # [docs, layers, m]
     ref["layer_entropy"] = [hand_entropy(c) for c in ref["abs"]]
     ref["relu_layer_entropy"] = [hand_entropy(c) for c in ref["relu"]]
     ref["layer_attention_entropy"] = ref["attention"].mean(1).tolist()
@@ -114,7 +122,8 @@ def by_hand(request, tiny_models):
     """measure() with every option on a batched, padded run, beside the per-document reference."""
     folder = tiny_models(request.param)
     loaded = load_model(str(folder))  # default attention implementation: measure must switch to eager itself
-    settings = EntropySettings(seq_len=SEQ_LEN, batch_size=3, attention=True, ntp=True, relu=True)
+    settings = EntropySettings(seq_len=SEQ_LEN, batch_size=3, attention=True, ntp=True, relu=True,
+                               per_document=True)
     result = measure(loaded.model, loaded.tokenizer, DOCS, settings, progress=False)
     eager = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     tokens = token_lists(AutoTokenizer.from_pretrained(folder), DOCS, SEQ_LEN)
@@ -155,6 +164,64 @@ def test_attention_entropy_by_hand(by_hand):
 
 def test_ntp_entropy_by_hand(by_hand):
     assert by_hand.result.ntp_entropy == pytest.approx(by_hand.ref["ntp"], abs=1e-5)
+
+
+def test_per_document_by_hand(by_hand):
+    r, ref = by_hand.result, by_hand.ref
+    assert r.per_document.dtype == torch.float32
+    assert tuple(r.per_document.shape) == (len(DOCS), *r.mean_abs_coefficients.shape)
+    torch.testing.assert_close(r.per_document.double(), ref["per_document"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(r.per_document.double().mean(0), r.mean_abs_coefficients.double(), rtol=1e-5, atol=1e-8)
+
+
+def test_top1_share_by_hand(by_hand):
+    cbar = by_hand.result.mean_abs_coefficients.double()
+    k = math.ceil(cbar.shape[1] / 100)
+    by_sorting = [float(row.sort(descending=True).values[:k].sum() / row.sum()) for row in cbar]
+    assert by_hand.result.layer_top1_share == pytest.approx(by_sorting, rel=1e-6)  # C-bar stored as float32
+
+
+@pytest.mark.parametrize("m, k", [(1, 1), (100, 1), (101, 2), (250, 3), (700, 7), (8192, 82)])
+def test_top1_share_closed_form(m, k):
+    """Slots 0..k-1 hold weight 10, the other m-k hold 1: the top ceil(m/100) slots hold 10k / (10k + m - k)."""
+    weights = torch.ones(m)
+    weights[torch.randperm(m, generator=torch.Generator().manual_seed(m))[:k]] = 10.0
+    assert float(top1_share(weights)) == pytest.approx(10 * k / (10 * k + m - k), rel=1e-12)
+    assert float(top1_share(torch.full((m,), 2.0))) == pytest.approx(k / m, rel=1e-12)  # uniform: exactly 1%-ish
+
+
+def test_per_document_feeds_a_bootstrap(olmo):
+    """The per-document tensor is what ke.stats.bootstrap_interval resamples: its interval brackets the
+    measured knowledge entropy."""
+    result = measure(olmo.model, olmo.tokenizer, DOCS, EntropySettings(seq_len=SEQ_LEN, per_document=True),
+                     progress=False)
+    low, high = bootstrap_interval(result.per_document.numpy(), lambda m: float(entropy_of(torch.from_numpy(m)).sum()),
+                                   draws=200)
+    assert low < result.knowledge_entropy < high or low == pytest.approx(high)
+
+
+@torch.no_grad()
+def test_skip_first_by_hand(olmo, tiny_models):
+    """skip_first leaves position 0 out of every per-document mean (coefficients, ReLU, attention, NTP); a
+    one-token document has nothing left and is dropped."""
+    one_token = next(w for w in WORDS if len(olmo.tokenizer(w)["input_ids"]) == 1)
+    settings = EntropySettings(seq_len=SEQ_LEN, batch_size=3, attention=True, ntp=True, relu=True, skip_first=True,
+                               per_document=True)
+    result = measure(olmo.model, olmo.tokenizer, [one_token, *DOCS], settings, progress=False)
+    folder = tiny_models("olmo")
+    eager = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    tokens = token_lists(AutoTokenizer.from_pretrained(folder), DOCS, SEQ_LEN)
+    ref = per_document_reference(eager, tokens, start=1)
+    assert (result.num_docs, result.num_tokens) == (len(DOCS), sum(len(t) - 1 for t in tokens))
+    torch.testing.assert_close(result.mean_abs_coefficients.double(), ref["abs"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(result.per_document.double(), ref["per_document"], rtol=1e-5, atol=1e-7)
+    assert result.layer_entropy == pytest.approx(ref["layer_entropy"], abs=1e-6)
+    assert result.relu_layer_entropy == pytest.approx(ref["relu_layer_entropy"], abs=1e-6)
+    torch.testing.assert_close(torch.tensor(result.head_attention_entropy, dtype=torch.float64), ref["attention"],
+                               rtol=0, atol=1e-5)
+    assert result.ntp_entropy == pytest.approx(ref["ntp"], abs=1e-5)
+    plain = measure(olmo.model, olmo.tokenizer, DOCS, EntropySettings(seq_len=SEQ_LEN), progress=False)
+    assert all(abs(a - b) > 1e-5 for a, b in zip(result.layer_entropy, plain.layer_entropy))  # really differs
 
 
 # ---------------------------------------------------------------- entropy_of closed forms
@@ -250,6 +317,13 @@ def test_count_padding_by_hand(olmo, tiny_models):
     torch.testing.assert_close(counted.mean_abs_coefficients.double(), by_hand, rtol=1e-5, atol=1e-7)
     assert counted.layer_entropy == pytest.approx([hand_entropy(c) for c in by_hand], abs=1e-6)
     assert counted.num_tokens == len(tokens) * seq_len
+
+    skipped = measure(olmo.model, olmo.tokenizer, DOCS,
+                      EntropySettings(seq_len=seq_len, batch_size=2, count_padding=True, skip_first=True),
+                      progress=False)
+    skipped_by_hand = torch.stack([c[:, 1:].abs().double().mean((0, 1)) for c in coeffs])
+    torch.testing.assert_close(skipped.mean_abs_coefficients.double(), skipped_by_hand, rtol=1e-5, atol=1e-7)
+    assert skipped.num_tokens == len(tokens) * (seq_len - 1)
 
     default = measure(olmo.model, olmo.tokenizer, DOCS, EntropySettings(seq_len=seq_len, batch_size=2),
                       progress=False)
@@ -355,6 +429,176 @@ def test_run_entropy_cache_sees_changed_model_folder(tokenizer_dir, tmp_path, co
     second = run_entropy(str(save_tiny_model("olmo", tokenizer_dir, folder, seed=1)), str(data), out,
                          settings=settings, progress=False)
     assert len(counted_loads) == 2 and second["knowledge_entropy"] != first["knowledge_entropy"]
+
+
+def test_cache_goes_through_storage(tiny_models, tmp_path, counted_loads, monkeypatch):
+    """entropy.json is a ke.storage cached record under entropy_key; another code version is a cache miss."""
+    data, out = tmp_path / "docs.txt", tmp_path / "out"
+    data.write_text("\n".join(DOCS))
+    source, settings = str(tiny_models("olmo")), EntropySettings(seq_len=32, batch_size=3)
+    record = run_entropy(source, str(data), out, settings=settings, progress=False)
+    key = entropy_key(source, None, str(data), None, "float32", settings)
+    assert read_cached(out / "entropy.json", key) == record
+    monkeypatch.setattr(ke.entropy, "__version__", "0.0.0-other")
+    assert read_cached(out / "entropy.json", entropy_key(source, None, str(data), None, "float32", settings)) is None
+    run_entropy(source, str(data), out, settings=settings, progress=False)
+    assert len(counted_loads) == 2
+
+
+def test_run_entropy_per_document_file(tiny_models, tmp_path):
+    data = tmp_path / "docs.txt"
+    data.write_text("\n".join(DOCS))
+    settings = EntropySettings(seq_len=32, batch_size=3, per_document=True)
+    record = run_entropy(str(tiny_models("olmo")), str(data), tmp_path / "out", settings=settings, progress=False)
+    rows = load_per_document(tmp_path / "out")
+    assert tuple(rows.shape) == (len(DOCS), record["num_layers"], record["ffn_dim"]) and rows.dtype == torch.float32
+    torch.testing.assert_close(rows.double().mean(0), load_coefficients(tmp_path / "out").double(), rtol=1e-5,
+                               atol=1e-8)
+    assert record["layer_top1_share"] == pytest.approx(top1_share(load_coefficients(tmp_path / "out")).tolist(),
+                                                       rel=1e-6)
+    assert record["provenance"]["num_processes"] == 1 and record["provenance"]["input"] == "text"
+    run_entropy(str(tiny_models("olmo")), str(data), tmp_path / "plain", settings=EntropySettings(seq_len=32),
+                progress=False)
+    with pytest.raises(UserError, match="--per-document"):
+        load_per_document(tmp_path / "plain")
+
+
+# ---------------------------------------------------------------- token ids as input
+
+def write_rows(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_token_id_rows_are_measured_as_given(olmo, tmp_path):
+    """Rows with input_ids are measured from the ids (the text beside them is ignored, never re-encoded),
+    truncated to seq_len; the same ids as text-derived tokens give the same result as the text."""
+    tokens = token_lists(olmo.tokenizer, DOCS, 10_000)
+    rows = [{"text": "decoy words that are not these ids", "input_ids": ids} for ids in tokens]
+    data = write_rows(tmp_path / "ids.jsonl", rows)
+    documents = load_measurement_data(str(data))
+    assert documents == tokens
+    settings = EntropySettings(seq_len=16, batch_size=3)
+    from_ids = measure(olmo.model, olmo.tokenizer, documents, settings, progress=False)
+    from_text = measure(olmo.model, olmo.tokenizer, DOCS, settings, progress=False)
+    assert from_ids.num_tokens == from_text.num_tokens == sum(min(len(t), 16) for t in tokens)
+    assert max(map(len, tokens)) > 16  # truncation really happens
+    torch.testing.assert_close(from_ids.mean_abs_coefficients, from_text.mean_abs_coefficients, rtol=1e-6, atol=0)
+    # ids the tokenizer would never produce from text: measured all the same
+    odd = [[5, 5, 5, 7], [9, 3]]
+    direct = measure(olmo.model, olmo.tokenizer, odd, settings, progress=False)
+    from_file = load_measurement_data(str(write_rows(tmp_path / "odd.jsonl", [{"input_ids": r} for r in odd])))
+    assert from_file == odd and direct.num_tokens == 6
+    with torch.no_grad():
+        _, coeffs = run_capturing_ffn_inputs(olmo.model, torch.tensor([odd[1]]))
+        alone = measure(olmo.model, olmo.tokenizer, [odd[1]], settings, progress=False)
+    torch.testing.assert_close(alone.mean_abs_coefficients.double(),
+                               torch.stack([c[0].abs().double().mean(0) for c in coeffs]), rtol=1e-5, atol=1e-7)
+
+
+def test_token_id_rows_through_run_entropy(tiny_models, tmp_path, olmo):
+    tokens = token_lists(olmo.tokenizer, DOCS, SEQ_LEN)
+    data = write_rows(tmp_path / "first_batch.jsonl", [{"text": t, "input_ids": i} for t, i in zip(DOCS, tokens)])
+    record = run_entropy(str(tiny_models("olmo")), str(data), tmp_path / "out", max_docs=4,
+                         settings=EntropySettings(seq_len=SEQ_LEN), progress=False)
+    direct = measure(olmo.model, olmo.tokenizer, tokens[:4], EntropySettings(seq_len=SEQ_LEN), progress=False)
+    assert record["provenance"]["input"] == "token_ids" and record["num_docs"] == 4
+    assert record["knowledge_entropy"] == pytest.approx(direct.knowledge_entropy, abs=1e-9)
+
+
+def test_text_jsonl_still_works_and_bad_rows_are_named(tmp_path):
+    assert load_measurement_data(str(write_rows(tmp_path / "t.jsonl", [{"text": d} for d in DOCS])), 3) == DOCS[:3]
+    mixed = write_rows(tmp_path / "m.jsonl", [{"text": "fine"}, {"input_ids": []}, {"input_ids": [4, 2]}])
+    assert load_measurement_data(str(mixed)) == ["fine", [4, 2]]  # the empty document is dropped
+    for bad in ({"content": "neither"}, {"input_ids": ["a", "b"]}, {"input_ids": [1, -2]}, {"input_ids": "1 2"},
+                {"input_ids": [1.5]}, [1, 2]):
+        path = write_rows(tmp_path / "bad.jsonl", [{"text": "fine"}, bad])
+        with pytest.raises(UserError, match="line 2 .*'input_ids'.*'text'"):
+            load_measurement_data(str(path))
+    (tmp_path / "broken.jsonl").write_text('{"input_ids": [1]}\nnot json\n')
+    with pytest.raises(UserError, match="line 2"):
+        load_measurement_data(str(tmp_path / "broken.jsonl"))
+    (tmp_path / "docs.txt").write_text("one\ntwo\n")
+    assert load_measurement_data(str(tmp_path / "docs.txt")) == ["one", "two"]  # other formats: load_documents
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(olmo):
+    vocab = olmo.model.get_input_embeddings().num_embeddings
+    with pytest.raises(UserError, match=f"token id {vocab}"):
+        measure(olmo.model, olmo.tokenizer, [[1, 2], [3, vocab]], EntropySettings(seq_len=8), progress=False)
+
+
+# ---------------------------------------------------------------- several checkpoints
+
+@pytest.fixture
+def run_folder(tokenizer_dir, tmp_path_factory):
+    """A run folder with three differently initialised checkpoints step0, step10, step20."""
+    root = tmp_path_factory.mktemp("run")
+    for seed, step in enumerate((0, 10, 20)):
+        save_tiny_model("olmo", tokenizer_dir, root / f"step{step}", seed=seed)
+    return root
+
+
+def test_run_entropy_many(run_folder, tmp_path, counted_loads):
+    data = tmp_path / "docs.txt"
+    data.write_text("\n".join(DOCS))
+    settings = EntropySettings(seq_len=32, batch_size=3)
+    names = ["step0", "step10", "step20"]
+    records = run_entropy_many(str(run_folder), names, str(data), tmp_path / "out", settings=settings,
+                               progress=False)
+    assert len(counted_loads) == 3
+    for name, record in zip(names, records):
+        alone = run_entropy(str(run_folder / name), str(data), tmp_path / "alone" / name, settings=settings,
+                            progress=False)
+        assert record["knowledge_entropy"] == pytest.approx(alone["knowledge_entropy"], abs=1e-12)
+        assert json.loads((tmp_path / "out" / name / "entropy.json").read_text())["key"] == record["key"]
+        assert (tmp_path / "out" / name / "coefficients.safetensors").exists()
+    assert len({r["knowledge_entropy"] for r in records}) == 3  # three different models
+    counted_loads.clear()
+    # an interrupted run: one result is missing; only that checkpoint is measured again
+    (tmp_path / "out" / "step10" / "entropy.json").unlink()
+    again = run_entropy_many(str(run_folder), names, str(data), tmp_path / "out", settings=settings, progress=False)
+    assert [a[0] for a in counted_loads] == [str(run_folder / "step10")]
+    assert [r["knowledge_entropy"] for r in again] == pytest.approx([r["knowledge_entropy"] for r in records],
+                                                                    abs=1e-12)
+    # the same checkpoints as folders, or as listed Checkpoints: all served from the cache
+    counted_loads.clear()
+    as_folders = run_entropy_many(None, [run_folder / n for n in names], str(data), tmp_path / "out",
+                                  settings=settings, progress=False)
+    as_listed = run_entropy_many(str(run_folder), list_checkpoints(str(run_folder)), str(data), tmp_path / "out",
+                                 settings=settings, progress=False)
+    assert as_folders == as_listed == again and not counted_loads
+
+
+def test_run_entropy_many_errors(run_folder, tmp_path):
+    data = tmp_path / "docs.txt"
+    data.write_text("\n".join(DOCS))
+    with pytest.raises(UserError, match="step5"):
+        run_entropy_many(str(run_folder), ["step0", "step5"], str(data), tmp_path / "out", progress=False)
+    shutil.copytree(run_folder / "step0", tmp_path / "other" / "step0")
+    with pytest.raises(UserError, match="repeat"):
+        run_entropy_many(None, [run_folder / "step0", tmp_path / "other" / "step0"], str(data), tmp_path / "out",
+                         progress=False)
+    with pytest.raises(UserError, match="--split"):
+        run_entropy_many(str(run_folder), ["step0"], str(data), tmp_path / "out", split="layers", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_entropy_many_hub_revisions(monkeypatch, tmp_path, tiny_models):
+    """With a hub id, the names are revisions: each is loaded as (hub id, revision) into out_root/<revision>."""
+    data = tmp_path / "docs.txt"
+    data.write_text("\n".join(DOCS[:3]))
+    calls = []
+
+    def fake_load(source, revision=None, **kwargs):
+        calls.append((source, revision))
+        return load_model(str(tiny_models("olmo")))
+    monkeypatch.setattr(ke.models, "load_model", fake_load)
+    records = run_entropy_many("org/model", ["step1", "step2"], str(data), tmp_path / "out",
+                               settings=EntropySettings(seq_len=16), progress=False)
+    assert calls == [("org/model", "step1"), ("org/model", "step2")]
+    assert [r["key"]["revision"] for r in records] == ["step1", "step2"]
+    assert (tmp_path / "out" / "step2" / "entropy.json").exists()
 
 
 # ---------------------------------------------------------------- ke.data.load_documents
@@ -471,3 +715,27 @@ def test_hub_checkpoints_come_from_branches(monkeypatch):
     assert resolve_checkpoint("allenai/OLMo-1B-hf", 738020).revision == "step738020-tokens3094B"
     with pytest.raises(UserError, match="step 5"):
         resolve_checkpoint("allenai/OLMo-1B-hf", 5)
+
+
+# ---------------------------------------------------------------- splitting documents over processes
+
+@pytest.mark.parametrize("count, world", [(9, 2), (7, 3), (4, 4), (100, 7)])
+def test_document_shares_cover_every_document_once(count, world):
+    shares = [ke.entropy._share(count, world, rank) for rank in range(world)]
+    assert shares[0][0] == 0 and shares[-1][1] == count
+    assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))  # contiguous, in order
+    sizes = [stop - start for start, stop in shares]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_more_processes_than_documents_is_refused(olmo, monkeypatch):
+    monkeypatch.setattr(ke.entropy, "_processes", lambda: (4, 0))
+    with pytest.raises(UserError, match="3 documents cannot be split over 4 processes"):
+        measure(olmo.model, olmo.tokenizer, DOCS[:3], EntropySettings(seq_len=16), progress=False)
+
+
+def test_process_device():
+    """'auto' is accelerate's device of this process (here the CPU); an explicit device is kept."""
+    assert ke.entropy.process_device("auto") == "cpu" and ke.entropy.process_device(None) == "cpu"
+    assert ke.entropy.process_device("cpu") == "cpu" and ke.entropy.process_device("cuda:1") == "cuda:1"
+    assert ke.entropy.process_device("cuda") == "cuda"  # one process: unchanged (load_model then says if none)
