@@ -1,24 +1,165 @@
-"""Open a built page in headless Chromium and confirm its figures render.
+"""Open every page of a built book in headless Chromium, offline, and check that it renders.
 
-Usage: python .ci/browser_check.py _build/html/book/entropy.html [screenshot.png]
-Checks: Chromium loads the page; every <img> of the rendered DOM points to an image file that exists and decodes
-to a non-blank picture; the page screenshot is not blank. Exits 1 with one line per problem.
+Usage: python .ci/browser_check.py _build/html [screenshot_folder]     (or one page: .../book/entropy.html)
+
+Chromium runs with a proxy to nowhere and every host name unresolvable, so a page that needs the network
+fails. It is driven through the DevTools protocol over a pipe (--remote-debugging-pipe: NUL-terminated JSON
+on file descriptors 3 and 4; standard library only). For each page, after the load event and MathJax's
+startup promise:
+- figures: every <img> has naturalWidth > 0;
+- maths: every `.math` element of the page holds a rendered `mjx-container`, none is a TeX error, and no
+  TeX delimiter ($$, \\(, \\[, \\begin{...}, $ before a TeX command) is left in the text outside code;
+- no resource is requested from the network and no local file fails to load (scripts, fonts, CSS);
+- no table or display equation sticks out of the text column (a wide one must sit in a sideways-scrolling box);
+- a screenshot (top of the page, at most MAX_SHOT_HEIGHT px) is saved and is not blank.
+Prints one line per page; exits 1 with one line per problem.
 """
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars", "--mute-audio",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-extensions",
+         # offline: every request goes to a proxy port nobody listens on, and no host name resolves
+         "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND",
+         "--remote-debugging-pipe"]
+WIDTH, HEIGHT = 1280, 1000
+MAX_SHOT_HEIGHT = 8000
+PAGE_TIMEOUT = 90.0        # seconds for one page to load, typeset and report
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:", "chrome:", "devtools:")
+
+# Runs inside the page after the load event; returns what the checks need as one JSON-able object.
+INSPECT = r"""
+(async () => {
+  const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+  for (const img of document.images) img.loading = 'eager';
+  await Promise.all([...document.images].map(img => img.complete ? null :
+    new Promise(resolve => { img.addEventListener('load', resolve); img.addEventListener('error', resolve); })));
+  const wantsMathJax = [...document.scripts].some(s => /mathjax/i.test(s.src));
+  let waited = 0;
+  while (wantsMathJax && !(window.MathJax && MathJax.startup && MathJax.startup.promise) && waited < 3000) {
+    await sleep(50); waited += 50;
+  }
+  let mathjax = null;
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+    mathjax = MathJax.version;
+  }
+  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const text = [];
+  for (let node = walker.nextNode(); node; node = walker.nextNode())
+    if (!node.parentElement.closest(skip)) text.push(node.textContent);
+  const column = document.querySelector('article') || document.querySelector('main') || document.body;
+  const right = column.getBoundingClientRect().right;
+  const scrollBox = el => { for (let e = el; e && e !== column; e = e.parentElement) {
+      const o = getComputedStyle(e).overflowX; if (o === 'auto' || o === 'scroll') return e; } return null; };
+  const fits = el => {   // a table or a display equation: inside the column, or in a sideways-scrolling box
+    const box = scrollBox(el);
+    return {sticksOut: !box && el.getBoundingClientRect().right > right + 1,
+            scrolls: !!box && box.scrollWidth > box.clientWidth + 1};
+  };
+  const tables = [...column.querySelectorAll('table')].map(fits);
+  const displays = [...column.querySelectorAll('mjx-container[display="true"]')].map(fits);
+  const maths = [...document.querySelectorAll('.math')];
+  return {
+    title: document.title,
+    mathjax,
+    images: [...document.images].map(img => ({src: img.getAttribute('src') || '', width: img.naturalWidth})),
+    math: maths.length,
+    rendered: document.querySelectorAll('mjx-container').length,
+    unrendered: maths.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.trim().slice(0, 60)),
+    errors: [...document.querySelectorAll('mjx-merror')].map(e => e.textContent.slice(0, 60)),
+    text: text.join(' '),
+    tables,
+    displays,
+    height: Math.ceil(document.documentElement.scrollHeight),
+  };
+})()
+"""
+RAW_TEX = ("$$", "\\(", "\\)", "\\[", "\\]", "\\begin{", "\\end{")
+# a single $ that opens TeX the Markdown parser did not take as maths (e.g. a table cell cut at a "|")
+RAW_DOLLAR = re.compile(r"\$[^\s$][^$]{0,80}?(\\[A-Za-z]+|[_^]\{)")
 
 
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+class Browser:
+    """Headless Chromium spoken to over the DevTools pipe: `call(method, params)` returns the result and
+    keeps the events that arrived in between in `events`."""
+
+    def __init__(self, executable: str):
+        self.profile = tempfile.TemporaryDirectory()
+        to_browser, self._commands = os.pipe()
+        self._replies, from_browser = os.pipe()
+        shell = f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}'  # the protocol's fixed descriptors
+        self.process = subprocess.Popen(["/bin/sh", "-c", shell, executable, *FLAGS,
+                                         f"--user-data-dir={self.profile.name}", "about:blank"],
+                                        pass_fds=(to_browser, from_browser),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer, self._next_id, self.events = b"", 0, []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        return self._next_id
+
+    def receive(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+                raise TimeoutError("Chromium did not answer in time")
+            chunk = os.read(self._replies, 1 << 20)
+            if not chunk:
+                raise EOFError("Chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = PAGE_TIMEOUT) -> dict:
+        number, deadline = self.send(method, params, session), time.monotonic() + timeout
+        while True:
+            message = self.receive(deadline)
+            if message.get("id") == number:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error'].get('message')}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, event: str, session: str, timeout: float = PAGE_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == event and e.get("sessionId") == session for e in self.events):
+            self.events.append(self.receive(deadline))
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+            self.process.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        os.close(self._commands)
+        os.close(self._replies)
+        self.profile.cleanup()
 
 
 def non_blank(png: Path) -> bool:
@@ -28,37 +169,146 @@ def non_blank(png: Path) -> bool:
     return pixels.size > 0 and float(pixels.std()) > 0.01
 
 
-def check(page: Path, screenshot: Path | None = None) -> list[str]:
-    browser = chromium()
-    if browser is None:
+def inspect(browser: Browser, url: str, shot: Path) -> tuple[dict, list[dict]]:
+    """Load `url` in a fresh tab, save its screenshot to `shot`; return what INSPECT reports and the tab's
+    network events."""
+    target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    try:
+        for domain in ("Page.enable", "Network.enable"):
+            browser.call(domain, session=session)
+        browser.call("Emulation.setDeviceMetricsOverride",
+                     {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.events.clear()
+        navigation = browser.call("Page.navigate", {"url": url}, session=session)
+        if navigation.get("errorText"):
+            raise RuntimeError(f"navigation failed: {navigation['errorText']}")
+        browser.wait_for("Page.loadEventFired", session)
+        found = browser.call("Runtime.evaluate", {"expression": INSPECT, "awaitPromise": True,
+                                                  "returnByValue": True}, session=session)
+        if "exceptionDetails" in found:
+            raise RuntimeError(f"the inspection script failed: {found['exceptionDetails'].get('text')}")
+        page = found["result"]["value"]
+        height = max(HEIGHT, min(page["height"], MAX_SHOT_HEIGHT))
+        picture = browser.call("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}}, session=session)
+        shot.write_bytes(base64.b64decode(picture["data"]))
+        network = [e for e in browser.events if e.get("sessionId") == session and e["method"].startswith("Network.")]
+        return page, network
+    finally:
+        browser.call("Target.closeTarget", {"targetId": target})
+
+
+def problems_of(name: str, page: dict, network: list[dict]) -> list[str]:
+    """The checks of the module docstring, one line per problem, for a page's INSPECT report."""
+    found = []
+    requests = {e["params"]["requestId"]: e["params"]["request"]["url"]
+                for e in network if e["method"] == "Network.requestWillBeSent"}
+    external = sorted({url for url in requests.values() if not url.startswith(LOCAL_SCHEMES)})
+    if external:
+        found.append(f"{name}: requests {len(external)} resource(s) from the network, e.g. {external[0]}")
+    failed = sorted({requests.get(e["params"]["requestId"], "?") for e in network
+                     if e["method"] == "Network.loadingFailed" and not e["params"].get("canceled")} - set(external))
+    if failed:
+        found.append(f"{name}: {len(failed)} local file(s) failed to load, e.g. {failed[0]}")
+    broken = [img["src"] for img in page["images"] if img["width"] == 0]
+    if broken:
+        found.append(f"{name}: {len(broken)} of {len(page['images'])} images did not load, e.g. {broken[0]}")
+    if page["math"] and page["mathjax"] is None:
+        found.append(f"{name}: {page['math']} equations but MathJax did not start")
+    if page["unrendered"]:
+        found.append(f"{name}: {len(page['unrendered'])} of {page['math']} equations not rendered, "
+                     f"e.g. {page['unrendered'][0]!r}")
+    if page["errors"]:
+        found.append(f"{name}: {len(page['errors'])} TeX error(s), e.g. {page['errors'][0]!r}")
+    raw = [(page["text"].find(token), token) for token in RAW_TEX if token in page["text"]]
+    dollar = RAW_DOLLAR.search(page["text"])
+    if dollar:
+        raw.append((dollar.start(), "$"))
+    if raw:
+        at, token = min(raw)
+        found.append(f"{name}: raw TeX {token!r} left in the text: {page['text'][max(0, at - 30):at + 40]!r}")
+    for kind in ("tables", "displays"):
+        cut = sum(1 for t in page[kind] if t["sticksOut"])
+        if cut:
+            what = "table(s)" if kind == "tables" else "display equation(s)"
+            found.append(f"{name}: {cut} {what} stick out of the text column without a horizontal scrollbar")
+    return found
+
+
+def redirect_of(file: Path) -> str | None:
+    """The target of a page that only redirects (Jupyter Book's index.html), else None."""
+    match = re.match(r'\s*<meta http-equiv="refresh" content="\d+;\s*url=([^"]+)"', file.read_text()[:500], re.I)
+    return match.group(1) if match else None
+
+
+def pages_of(path: Path) -> tuple[Path, list[Path]]:
+    """(root, pages): every HTML page of a built book (not Sphinx's index and search pages), or one page."""
+    if path.is_file():
+        return path.parent, [path]
+    pages = [p for p in sorted(path.rglob("*.html"))
+             if p.name not in ("genindex.html", "search.html", "py-modindex.html")
+             and not any(part.startswith("_") for part in p.relative_to(path).parts)]
+    return path, pages
+
+
+def check_page(browser: Browser, root: Path, file: Path, shots: Path) -> tuple[str, list[str]]:
+    """(one summary line, problems) for one page."""
+    name = file.relative_to(root).as_posix()
+    target = redirect_of(file)
+    if target is not None:
+        exists = (file.parent / target).is_file()
+        return f"{'ok  ' if exists else 'FAIL'} {name}: redirects to {target}", \
+            [] if exists else [f"{name}: redirects to {target}, which does not exist"]
+    shot = shots / (name.replace("/", "_").removesuffix(".html") + ".png")
+    try:
+        page, network = inspect(browser, file.resolve().as_uri(), shot)
+    except (RuntimeError, TimeoutError) as error:
+        return f"FAIL {name}", [f"{name}: {error}"]
+    found = problems_of(name, page, network)
+    if not non_blank(shot):
+        found.append(f"{name}: the screenshot {shot} is blank")
+    loaded = sum(1 for img in page["images"] if img["width"] > 0)
+    scrolling = sum(1 for t in page["tables"] + page["displays"] if t["scrolls"])
+    return (f"{'ok  ' if not found else 'FAIL'} {name}: figures {loaded}/{len(page['images'])} loaded, "
+            f"equations {page['rendered']}/{page['math']} rendered, tables {len(page['tables'])}, "
+            f"{scrolling} wider than the column (scrolling)"), found
+
+
+def check(path: Path, screenshots: Path | None = None, report=print) -> list[str]:
+    """Check a built book (a folder) or one page; return one line per problem (empty: every page renders).
+    `report` receives one summary line per page; screenshots go to `screenshots` (default: a new temporary
+    folder)."""
+    path = Path(path)
+    executable = chromium()
+    if executable is None:
         return ["chromium is not installed (apt-get install chromium)"]
-    url = page.resolve().as_uri()
-    with tempfile.TemporaryDirectory() as profile:
-        flags = FLAGS + [f"--user-data-dir={profile}"]
-        dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-        shot = screenshot or Path(profile) / "shot.png"
-        subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2400", url],
-                       capture_output=True, timeout=120)
-        blank_screenshot = not shot.exists() or not non_blank(shot)
+    if not path.exists():
+        return [f"{path} does not exist (build the book first: make book)"]
+    root, pages = pages_of(path)
+    if not pages:
+        return [f"{path} holds no HTML pages"]
+    shots = Path(screenshots) if screenshots else Path(tempfile.mkdtemp(prefix="browser-check-"))
+    shots.mkdir(parents=True, exist_ok=True)
     problems = []
-    images = re.findall(r'<img[^>]+src="([^"]+)"', dom)
-    figures = [src for src in images if "_images/" in src or src.startswith("data:image")]
-    if not figures:
-        problems.append(f"{page}: the rendered page holds no figure images")
-    for src in figures:
-        if src.startswith("data:"):
-            continue
-        file = (page.parent / src).resolve()
-        if not file.exists():
-            problems.append(f"{page}: image {src} is missing")
-        elif file.suffix == ".png" and not non_blank(file):
-            problems.append(f"{page}: image {src} is blank")
-    if blank_screenshot:
-        problems.append(f"{page}: the screenshot is missing or blank")
+    browser = Browser(executable)
+    try:
+        for file in pages:
+            line, found = check_page(browser, root, file, shots)
+            report(line)
+            problems += found
+    except EOFError as error:  # the browser died: the remaining pages cannot be checked
+        problems.append(f"{path}: {error}")
+    finally:
+        browser.close()
+    report(f"screenshots in {shots}")
     return problems
 
 
 if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__.split("\n\n")[1])
     found = check(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
-    print("\n".join(found) or f"ok: {sys.argv[1]} renders its figures")
+    print("\n".join(found) or f"ok: every page of {sys.argv[1]} renders its figures and equations offline")
     sys.exit(1 if found else 0)

@@ -2,14 +2,39 @@
 with save_pretrained so tests go through the same loading code as users (no network)."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
+from typing import NoReturn
 
 import ke  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 import pytest
 import torch
 
 FICTIONAL_KNOWLEDGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fictional_knowledge"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose input is missing on this machine; fail it under CI (the environment variable CI is
+    set, as .ci/run does), where every input must be present and a skip would hide a missing feature."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}, and CI is set: CI must provide it", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_shared(path: Path, what: str) -> Path:
+    """`path`, a file or folder of ../shared (data that is not part of the project), or skip/fail as
+    `unavailable` says when it is missing."""
+    if not path.exists():
+        unavailable(f"{what} is not at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fictional_knowledge() -> Path:
+    """The folder of the paper's Fictional Knowledge files (../shared/data/fictional_knowledge)."""
+    return require_shared(FICTIONAL_KNOWLEDGE, "the paper's Fictional Knowledge data")
+
 
 WORDS = ("the a of in was born city people company works at university studied lives near river old new "
          "north south east west red blue green large small and is on with for by from to").split()
