@@ -59,31 +59,53 @@ def config_from_args(config_class, args, skip: tuple = ()):
 # ----------------------------------------------------------------------------------------------- measuring
 
 def add_entropy(subparsers):
-    p = subparsers.add_parser("entropy", help="knowledge (and attention / next-token) entropy of checkpoints")
-    p.add_argument("model", help="local checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
-    p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
-    p.add_argument("--data", required=True, help=".txt (a document per line), .jsonl (text field), a saved data "
-                                                 "set folder, or a hub data set name[:config][@split]")
+    p = subparsers.add_parser("entropy", help="knowledge (and attention / next-token) entropy of checkpoints",
+                              description="Measure one checkpoint, or several (each cached in its own folder under "
+                                          "--out). Under `accelerate launch` the documents of one checkpoint, or the "
+                                          "checkpoints themselves, are split across the processes.")
+    p.add_argument("model", help="local checkpoint folder, run folder of stepN/ checkpoints, or hub id")
+    p.add_argument("--revision", action="append", help="hub branch, tag or commit, e.g. step738020-tokens3094B; "
+                                                        "repeat it to measure several checkpoints in one call")
+    p.add_argument("--all-checkpoints", action="store_true", help="every checkpoint of the run folder or hub repo")
+    p.add_argument("--data", required=True, help=".txt (a document per line), .jsonl (a text field, or input_ids "
+                                                 "measured as given without re-tokenizing), a saved data set folder, or "
+                                                 "a hub data set name[:config][@split]")
     p.add_argument("--max-docs", type=positive_int)
     p.add_argument("--seq-len", type=positive_int, default=1024)
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (each launched process its own GPU)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--count-padding", action="store_true",
                    help="official-code behaviour: pad to --seq-len, no attention mask, average over all positions")
     p.add_argument("--attention", action="store_true", help="also attention entropy (Eq. 3; eager attention)")
     p.add_argument("--ntp", action="store_true", help="also next-token-prediction entropy (App. A.4)")
     p.add_argument("--relu", action="store_true", help="also the ReLU-variant knowledge entropy (Fig. 9)")
-    p.add_argument("--out", required=True, help="folder for entropy.json and coefficients.safetensors")
+    p.add_argument("--skip-first", action="store_true", help="leave out the first position of every document")
+    p.add_argument("--per-document", action="store_true", help="also save each document's mean |coefficients| "
+                                                                "(per_document.safetensors, for bootstrap intervals)")
+    p.add_argument("--split", default="auto", choices=["auto", "checkpoints", "documents"],
+                   help="with several processes and checkpoints: what to divide between the processes")
+    p.add_argument("--out", required=True, help="folder for entropy.json and coefficients.safetensors (several "
+                                                "checkpoints: one subfolder each)")
     p.set_defaults(func=run_entropy_command)
 
 
 def run_entropy_command(args):
-    from .entropy import EntropySettings, run_entropy
+    from .entropy import EntropySettings, run_entropy, run_entropy_many
     settings = EntropySettings(seq_len=args.seq_len, batch_size=args.batch_size, count_padding=args.count_padding,
-                               attention=args.attention, ntp=args.ntp, relu=args.relu)
-    record = run_entropy(args.model, args.data, args.out, revision=args.revision, max_docs=args.max_docs,
-                         settings=settings, dtype=args.dtype, device=args.device)
+                               attention=args.attention, ntp=args.ntp, relu=args.relu, skip_first=args.skip_first,
+                               per_document=args.per_document)
+    common = dict(max_docs=args.max_docs, settings=settings, dtype=args.dtype, device=args.device)
+    if args.all_checkpoints or len(args.revision or []) > 1:
+        from .models import list_checkpoints
+        checkpoints = list_checkpoints(args.model) if args.all_checkpoints else args.revision
+        records = run_entropy_many(args.model, checkpoints, args.data, args.out, split=args.split, **common)
+        for record in records:
+            print(json.dumps({k: record[k] for k in ("knowledge_entropy", "num_docs", "num_tokens")}))
+        print(f"wrote {len(records)} checkpoint folders under {args.out}")
+        return
+    revision = args.revision[0] if args.revision else None
+    record = run_entropy(args.model, args.data, args.out, revision=revision, **common)
     shown = {k: record[k] for k in ("knowledge_entropy", "attention_entropy", "ntp_entropy", "num_docs",
                                     "num_tokens") if k in record}
     print(json.dumps(shown))
@@ -93,14 +115,65 @@ def run_entropy_command(args):
 def add_checkpoints(subparsers):
     p = subparsers.add_parser("checkpoints", help="list the checkpoints of a local run or a hub repo")
     p.add_argument("model", help="run folder of stepN/ checkpoints, or a hub id such as allenai/OLMo-1B-hf")
+    p.add_argument("--stage", type=int, help="OLMo-2 repos: only this pretraining stage (1 or 2)")
     p.set_defaults(func=run_checkpoints_command)
 
 
 def run_checkpoints_command(args):
     from .models import list_checkpoints
-    for checkpoint in list_checkpoints(args.model):
+    for checkpoint in list_checkpoints(args.model, stage=args.stage):
+        stage = f"  stage {checkpoint.stage}" + (f" {checkpoint.ingredient}" if checkpoint.ingredient else "") \
+            if checkpoint.stage else ""
         commit = f"  {checkpoint.commit}" if checkpoint.commit else ""
-        print(f"{checkpoint.step:>9}  {checkpoint.name}{commit}")
+        print(f"{checkpoint.step:>9}  {checkpoint.name}{stage}{commit}")
+
+
+def add_first_batch(subparsers):
+    from .first_batch import OLMO_1B_DATA_ORDER, OLMO_BATCH, OLMO_TOKENIZER, PYTHIA_BATCH, PYTHIA_TOKENIZER
+    p = subparsers.add_parser("first-batch", help="export the first instances of a model's training order (.jsonl)",
+                              description="The paper's entropy sample: the first batch of the training data order, "
+                                          "as text and token ids with checksums.")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    olmo = kinds.add_parser("olmo", help="OLMo (v1): global_indices.npy and the training config's memmap files")
+    olmo.add_argument("--config", help="OLMo training config YAML (path or URL), e.g. configs/official/OLMo-1B.yaml")
+    olmo.add_argument("--data-paths", nargs="+", help="the memmap .npy files, in the config's order (instead of "
+                                                      "--config)")
+    olmo.add_argument("--data-order", default=OLMO_1B_DATA_ORDER, help="global_indices.npy (path or URL)")
+    olmo.add_argument("--seq-len", type=positive_int, help="instance length (default: the config's, else 2048)")
+    olmo.add_argument("--dtype", help="token dtype of the memmaps (default: the config's, else uint16)")
+    olmo.add_argument("--tokenizer", default=OLMO_TOKENIZER)
+    olmo.add_argument("--num", type=positive_int, default=OLMO_BATCH)
+    pythia = kinds.add_parser("pythia", help="Pythia: the pre-shuffled, pre-tokenized Pile (.idx + .bin)")
+    pythia.add_argument("--index", required=True, help="the Megatron .idx file")
+    pythia.add_argument("--data", required=True, nargs="+", help="the .bin file, or its shards in order")
+    pythia.add_argument("--tokenizer", default=PYTHIA_TOKENIZER)
+    pythia.add_argument("--num", type=positive_int, default=PYTHIA_BATCH)
+    for sub in (olmo, pythia):
+        sub.add_argument("--start", type=int, default=0, help="first training-order position")
+        sub.add_argument("--out", required=True, help="the .jsonl to write (a .meta.json goes beside it)")
+        sub.add_argument("--skip-special-tokens", action="store_true")
+        sub.add_argument("--workers", type=positive_int, default=8, help="parallel reads of remote files")
+        sub.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_first_batch_command)
+
+
+def run_first_batch_command(args):
+    from . import first_batch as fb
+    common = dict(n=args.num, start=args.start, skip_special_tokens=args.skip_special_tokens, workers=args.workers,
+                  progress=not args.no_progress)
+    if args.kind == "olmo":
+        if bool(args.config) == bool(args.data_paths):
+            raise UserError("give either --config (an OLMo training YAML) or --data-paths (its memmap files).")
+        data = fb.olmo_data_from_config(args.config, args.data_order) if args.config else \
+            fb.OlmoData(args.data_order, list(args.data_paths))
+        if args.seq_len or args.dtype:
+            data = dataclasses.replace(data, **{k: v for k, v in (("seq_len", args.seq_len), ("dtype", args.dtype))
+                                                if v})
+        record = fb.export_olmo_first_batch(data, args.tokenizer, args.out, **common)
+    else:
+        record = fb.export_pythia_first_batch(fb.PythiaData(args.index, list(args.data)), args.tokenizer, args.out,
+                                              **common)
+    print(f"wrote {record['n']} instances to {args.out} (checksum {record['checksum']})")
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -135,13 +208,20 @@ def add_continual(subparsers):
     from .continual import ContinualConfig
     p = subparsers.add_parser("continual", help="continual knowledge learning from a checkpoint (A and F)",
                               description="Continual knowledge learning with fictional knowledge injected "
-                                          "(paper Section 4); options mirror ke.continual.ContinualConfig.")
+                                          "(paper Section 4); options mirror ke.continual.ContinualConfig. Data "
+                                          "parallel and sharded: accelerate launch [--config_file "
+                                          "ke/configs/fsdp.yaml] -m ke.cli continual ...")
     p.add_argument("model", help="checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
     p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
     p.add_argument("--corpus", required=True, help="folder of a datasets.Dataset with a 'text' column")
     p.add_argument("--knowledge", required=True,
                    help="folder (or http(s) URL prefix) of *_paraphrase<N>.json and *_once<N>.json")
-    p.add_argument("--tasks", help="JSON list of multiple-choice tasks (without it, P and F are not measured)")
+    p.add_argument("--tasks", help="comma-separated lm-eval task names for P and F, or 'paper' for the paper's six "
+                                   "(SciQ, Winogrande, PIQA, OBQA, HellaSwag, ARC-Easy); without it P and F are not "
+                                   "measured")
+    p.add_argument("--task-folder", help="folder of local lm-eval task YAMLs (lm-eval's include_path)")
+    p.add_argument("--task-metrics", help="comma-separated, one per task: acc or acc_norm (= OLMo's len_norm)")
+    p.add_argument("--task-limit", type=positive_int, help="score only the first N documents of each task")
     p.add_argument("--out", required=True, help="folder for result.json and train_log.jsonl")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_options(p, ContinualConfig, skip=("betas",))
@@ -150,18 +230,16 @@ def add_continual(subparsers):
 
 def run_continual_command(args):
     from .continual import RESULT_FILE, ContinualConfig, continual_learning, validate
+    from .downstream import PAPER_TASKS, TaskSet
     from .knowledge import load_fictional_knowledge
-    from .metrics import check_tasks
     cfg = config_from_args(ContinualConfig, args, skip=("betas",))
     validate(cfg)
     knowledge = load_fictional_knowledge(args.knowledge)
-    tasks = []
+    tasks = None
     if args.tasks:
-        try:
-            tasks = json.loads(Path(args.tasks).read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"--tasks {args.tasks} is not a readable JSON file ({e}); give the tasks JSON list.")
-        check_tasks(tasks)
+        names = PAPER_TASKS if args.tasks == "paper" else tuple(n.strip() for n in args.tasks.split(",") if n.strip())
+        metrics = tuple(m.strip() for m in args.task_metrics.split(",")) if args.task_metrics else None
+        tasks = TaskSet(names=names, metrics=metrics, include_path=args.task_folder, limit=args.task_limit)
     result = continual_learning(args.model, args.corpus, knowledge, tasks, cfg, args.out, revision=args.revision,
                                 progress=not args.no_progress)
     print(json.dumps({k: result[k] for k in ("K_PT", "K_CL", "A", "P_PT", "P_CL", "F")}))
@@ -222,7 +300,8 @@ def run_plan_command(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ke", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (add_entropy, add_checkpoints, add_pretrain, add_continual, add_resuscitate, add_book, add_plan):
+    for add in (add_entropy, add_checkpoints, add_first_batch, add_pretrain, add_continual, add_resuscitate, add_book,
+                add_plan):
         add(subparsers)
     return parser
 

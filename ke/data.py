@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json")
 
@@ -94,28 +98,48 @@ def _from_hub(spec: str, text_field: str, max_docs: int | None) -> list[str]:
 
 
 def load_corpus(corpus):
-    """A training corpus: a `datasets.Dataset` with a `text` column, or the folder it was saved to."""
+    """A training corpus with a `text` column: a `datasets.Dataset`, the folder it was saved to, a `.jsonl` file
+    (one {"text": ...} object per line), or a Hugging Face data set `name[:config][@split]` (downloaded once into
+    the HF cache; split default train)."""
     import datasets
 
-    if not isinstance(corpus, datasets.Dataset):
-        folder = Path(corpus)
-        if not folder.is_dir():
-            raise UserError(f"--corpus {folder} is not a folder; pass a corpus saved with Dataset.save_to_disk.")
-        try:
-            corpus = datasets.load_from_disk(str(folder))
-        except FileNotFoundError:
-            raise UserError(f"--corpus {folder} holds no saved data set; pass a folder written by "
-                            "Dataset.save_to_disk.") from None
-        if isinstance(corpus, datasets.DatasetDict):
-            if "train" not in corpus:
-                raise UserError(f"--corpus {folder} is a DatasetDict without a 'train' split; save one Dataset.")
-            corpus = corpus["train"]
-    if "text" not in corpus.column_names:
-        raise UserError(f"the corpus has no 'text' column (its columns: {corpus.column_names}); add one.")
-    return corpus
+    if isinstance(corpus, datasets.Dataset):
+        data = corpus
+    else:
+        spec = str(corpus)
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            try:
+                data = datasets.load_from_disk(str(path))
+            except FileNotFoundError:
+                raise UserError(f"--corpus {path} holds no saved data set; pass a folder written by "
+                                "Dataset.save_to_disk or a .jsonl file.") from None
+            if isinstance(data, datasets.DatasetDict):
+                if "train" not in data:
+                    raise UserError(f"--corpus {path} is a DatasetDict without a 'train' split; save one Dataset.")
+                data = data["train"]
+        elif path.suffix in (".jsonl", ".json"):
+            if not path.is_file():
+                raise UserError(f"--corpus {path} does not exist; pass a .jsonl file of {{\"text\": ...}} lines, a "
+                                "saved data set folder or a hub data set name.")
+            data = datasets.load_dataset("json", data_files=str(path), split="train")
+        elif spec.startswith((".", "/", "~")):
+            raise UserError(f"--corpus {path} does not exist; pass a saved data set folder, a .jsonl file or a hub "
+                            "data set name.")
+        else:
+            name, _, split = spec.partition("@")
+            name, _, config = name.partition(":")
+            try:
+                data = datasets.load_dataset(name, config or None, split=split or "train")
+            except Exception as error:
+                raise UserError(f"could not load corpus {spec} ({type(error).__name__}); check the name "
+                                "(name[:config][@split]) and your network, or pass a local file.") from None
+    if "text" not in data.column_names:
+        raise UserError(f"the corpus {corpus} has no 'text' column (its columns: {data.column_names}); add one.")
+    return data
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, width: int | None = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+def pad_rows(rows: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token lists to `width` (default: the longest) into (input_ids, attention_mask) tensors."""
     import torch
 

@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from ke.errors import UserError
-from ke.storage import digest, fingerprint
+from ke.storage import digest, fingerprint, write_text_atomically
 
 # The paper's six tasks (Sec. 4.1, Eq. 5) by their lm-eval names, with OLMo's metric for each.
 PAPER_TASKS = ("sciq", "winogrande", "piqa", "openbookqa", "hellaswag", "arc_easy")
@@ -222,9 +221,8 @@ def write_local_task(folder, name: str, questions: list[dict], metric: str = "ac
     folder = Path(folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
-    _write_text_atomically(data, "".join(json.dumps({"context": q["context"], "choices": q["choices"],
-                                                     "answer": q["answer"]}, ensure_ascii=False) + "\n"
-                                         for q in questions))
+    write_text_atomically("".join(json.dumps({"context": q["context"], "choices": q["choices"], "answer": q["answer"]},
+                                             ensure_ascii=False) + "\n" for q in questions), data)
     other = "acc_norm" if metric == "acc" else "acc"
     config = {
         "task": name,
@@ -240,11 +238,5 @@ def write_local_task(folder, name: str, questions: list[dict], metric: str = "ac
         "metadata": {"version": 1.0},
     }
     path = folder / f"{name}.yaml"
-    _write_text_atomically(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))  # last: complete data
+    write_text_atomically(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), path)  # last: complete data
     return path
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -105,7 +105,7 @@ class _Sums:
 
     def ffn_hook(self, layer: int):
         def hook(module, args):
-            c = args[0].float()  # [B, T, m]
+            c = args[0].float().reshape(*self.weights.shape, -1)  # [B, T, m] (OPT flattens to [B*T, m])
             w = self.weights.unsqueeze(1)  # [B, 1, T]
             means = torch.bmm(w, c.abs())[:, 0]  # [B, m]: each document's mean |C|
             self.add(self.coeff, layer, means.double().sum(0))

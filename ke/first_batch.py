@@ -28,7 +28,6 @@ import hashlib
 import http.client
 import io
 import json
-import os
 import struct
 import time
 import urllib.error
@@ -43,7 +42,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .errors import UserError
-from .storage import fingerprint, read_cached, write_cached
+from .storage import atomic_path, fingerprint, read_cached, write_cached
 
 FORMAT = "ke-first-batch/1"
 # The OLMo-1B run's first-epoch data order (allenai/OLMo README, "Models Overview" table, run 46zc5fly).
@@ -380,8 +379,7 @@ def write_batch(batch: Batch, tokenizer: str, out, key: dict, skip_special_token
                         f"tokenizer folder or a hub id such as {OLMO_TOKENIZER}.") from None
     whole = hashlib.sha256()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    with tmp.open("w", encoding="utf-8") as stream:
+    with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as stream:
         for k, j, ids in tqdm(zip(batch.positions, batch.instances, batch.rows), total=len(batch.rows),
                               desc="decoding", disable=not progress):
             whole.update(np.asarray(ids, dtype=IDS_DTYPE).tobytes())
@@ -389,7 +387,6 @@ def write_batch(batch: Batch, tokenizer: str, out, key: dict, skip_special_token
                    "text": tok.decode(ids.tolist(), skip_special_tokens=skip_special_tokens),
                    "input_ids": ids.tolist()}
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
     record = {"format": FORMAT, "kind": batch.kind, "n": len(batch.rows),
               "start": batch.positions[0], "file": out.name, "checksum": whole.hexdigest(),
               "checksum_of": "sha256 of every row's input_ids, in order, as little-endian uint32 bytes "

@@ -1,5 +1,6 @@
 """Fictional Knowledge (Chang et al. 2024, split paraphrase70 / once60 by Kim et al. 2025): loading,
-the official injection schedule and the probes (DIGEST 2 E3, 7.7-7.9, 8)."""
+the official injection schedule and the probes (Section 4.1, App. B.1; the official olmo/train.py and
+fictional_knowledge/ files)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ from ke.errors import UserError
 
 ITEM_KEYS = ("train_context", "paraphrases", "mem_input", "mem_target", "gen_input", "gen_target",
              "hard_gen_input", "hard_gen_target")
-# probe kind -> JSON key prefix (the official evaluator labels, DIGEST 7.8)
+# probe kind -> JSON key prefix (the official evaluator labels in olmo/eval)
 KINDS = {"memorization": "mem", "semantic": "gen", "composition": "hard_gen"}
 SETS = ("paraphrase", "once")
 # The paper's file names; a folder may hold other counts (`*_paraphrase<N>.json`, `*_once<N>.json`).
@@ -113,7 +114,7 @@ def _read_items(path: Path) -> list[dict]:
 
 
 def injection_schedule(fk: FictionalKnowledge, groups: int = 10) -> dict[int, list[str]]:
-    """The official schedule (DIGEST 7.9, 8.3): injection k = 1..groups holds version k of every paraphrase
+    """The official schedule (olmo/train.py and fictional_knowledge/paraphrase70-once60split.pkl): injection k = 1..groups holds version k of every paraphrase
     item (version 1 = train_context, version k = paraphrases[k-2]), then the k-th slice of the once items
     (`once[m(k-1):mk]`, m = len(once)/groups; uneven counts are spread as evenly as possible)."""
     if groups < 1:

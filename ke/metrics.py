@@ -1,36 +1,26 @@
-"""Knowledge probes, acquisition / forgetting and multiple-choice tasks (DIGEST 1.5, 2 E3, 7.7)."""
+"""Knowledge probes and the probe score K, acquisition A and forgetting F (Eqs. 4-5, Section 4.1, App. B.2),
+and the entity perplexity of Fig. 10. Downstream tasks (P) are scored by lm-eval in ke.downstream."""
 from __future__ import annotations
 
 from collections import defaultdict
 
 import torch
 
+from ke.data import pad_rows
 from ke.errors import UserError
 from ke.knowledge import KINDS, SETS, Probe
 
 NORMALISATIONS = ("per_token", "official")
-TASK_METRICS = ("acc", "len_norm")
 
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists into (input_ids, attention_mask)."""
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids.to(device), mask.to(device)
-
-
 @torch.no_grad()
 def _token_log_probs(model, rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, int]:
     """log p(token j | tokens < j) for j >= 1 of each right-padded row: tensor [B, L-1] and L (padded length)."""
-    ids, mask = _pad(rows, pad_id, _device(model))
+    ids, mask = (t.to(_device(model)) for t in pad_rows(rows, pad_id))
     logits = model(input_ids=ids, attention_mask=mask).logits.float()
     logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
     return logp.cpu(), ids.shape[1]
@@ -51,7 +41,7 @@ def probe_log_probs(model, tokenizer, probes: list[Probe], batch_size: int = 16,
     - "per_token" (our default): mean log-probability of the target tokens, the paper's "average log
       probability of the target span"; independent of batching.
     - "official": -(summed target-token NLL) / (L_pad - 1), L_pad = the longest probe of the batch (the
-      official `eval_batch`, DIGEST 7.7). It depends on which probes share a batch; we batch consecutive
+      official `eval_batch` of olmo/train.py). It depends on which probes share a batch; we batch consecutive
       probes of the same (set, kind), `batch_size` at a time (the official code batched 16 per GPU after a
       DistributedSampler over 4 GPUs, so its batch composition differs).
     """
@@ -123,7 +113,7 @@ def knowledge_score(values_by_probe: list[float], probes: list[Probe]) -> dict:
 
 
 def acquisition(k_cl: float, k_pt: float) -> float:
-    """A in percent: 100 (K_CL - K_PT) / |K_PT| (DIGEST 1.5: the sign convention that fits Tables 1-2)."""
+    """A in percent: 100 (K_CL - K_PT) / |K_PT| (Eq. 4 with |K_PT|: the only sign convention under which Tables 1-2 agree)."""
     return 100.0 * (k_cl - k_pt) / abs(k_pt)
 
 
@@ -132,85 +122,10 @@ def forgetting(p_cl: float, p_pt: float) -> float:
     return -100.0 * (p_cl - p_pt) / p_pt
 
 
-def check_tasks(tasks) -> None:
-    """Raise UserError unless `tasks` is [{"name", "role", "questions": [{"context", "choices", "answer"}]}]."""
-    if not isinstance(tasks, list):
-        raise UserError(f"Tasks must be a JSON list of task objects; got {type(tasks).__name__}.")
-    for t in tasks:
-        if not isinstance(t, dict) or not {"name", "questions"} <= set(t) or not t["questions"]:
-            raise UserError("Every task needs a 'name' and a non-empty 'questions' list.")
-        if t.get("metric", "acc") not in TASK_METRICS:
-            raise UserError(f"Task {t['name']}: metric must be one of {TASK_METRICS}; got {t['metric']!r}.")
-        for q in t["questions"]:
-            if not (isinstance(q, dict) and isinstance(q.get("context"), str) and isinstance(q.get("choices"), list)
-                    and len(q["choices"]) >= 2 and isinstance(q.get("answer"), int)
-                    and 0 <= q["answer"] < len(q["choices"])):
-                raise UserError(f"Task {t['name']}: every question needs a 'context' string, at least two "
-                                f"'choices' and an 'answer' index into them.")
-
-
-def task_accuracy(model, tokenizer, tasks: list[dict], batch_size: int = 32, metric: str = "acc") -> dict[str, float]:
-    """Zero-shot multiple-choice accuracy in percent per task; P is the mean of the returned values.
-
-    A question is answered by the choice with the highest log-likelihood of `" " + choice` given `context`
-    (context and continuation tokenized separately and concatenated, as OLMo's downstream evaluator does).
-    metric "acc" (default): summed log-likelihood, the plain likelihood ranking (OLMo's metric for SciQ,
-    Winogrande, ARC-Easy), needing no assumption on how text length relates to tokens. "len_norm": summed
-    log-likelihood / number of characters of the choice (OLMo's len_norm, used for PIQA, HellaSwag, OBQA;
-    fairer when choices differ much in length). A task may set its own "metric" key, which wins.
-    """
-    check_tasks(tasks)
-    if metric not in TASK_METRICS:
-        raise UserError(f"Task metric must be one of {TASK_METRICS}; got {metric!r}.")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # one row per (task, question, choice)
-    rows, meta = [], []
-    for ti, task in enumerate(tasks):
-        for qi, q in enumerate(task["questions"]):
-            context = tokenizer(q["context"], add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
-            for ci, choice in enumerate(q["choices"]):
-                continuation = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
-                rows.append(context + continuation)
-                meta.append((ti, qi, ci, len(context), len(choice)))
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch (less padding)
-    scores = [0.0] * len(rows)
-    was_training = _eval_mode(model)
-    for b in range(0, len(order), batch_size):
-        batch = order[b:b + batch_size]
-        logp, _ = _token_log_probs(model, [rows[i] for i in batch], pad_id)
-        for r, i in enumerate(batch):
-            ti, _, _, n_ctx, n_chars = meta[i]
-            total = logp[r, n_ctx - 1: len(rows[i]) - 1].sum().item()
-            use = tasks[ti].get("metric", metric)
-            scores[i] = total / max(1, n_chars) if use == "len_norm" else total
-    model.train(was_training)
-    best = {}  # (task, question) -> (score, choice)
-    for i, (ti, qi, ci, _, _) in enumerate(meta):
-        if (ti, qi) not in best or scores[i] > best[(ti, qi)][0]:
-            best[(ti, qi)] = (scores[i], ci)
-    result = {}
-    for ti, task in enumerate(tasks):
-        correct = sum(best[(ti, qi)][1] == q["answer"] for qi, q in enumerate(task["questions"]))
-        result[task["name"]] = 100.0 * correct / len(task["questions"])
-    return result
-
-
-def correlation(x, y) -> dict:
-    """Pearson and Spearman correlation with two-sided p-values (scipy.stats)."""
-    from scipy import stats
-    x, y = [float(v) for v in x], [float(v) for v in y]
-    if len(x) != len(y) or len(x) < 3:
-        raise UserError(f"Correlation needs two equally long series of at least 3 points; got {len(x)} and {len(y)}.")
-    pr, pp = stats.pearsonr(x, y)
-    sr, sp = stats.spearmanr(x, y)
-    return {"pearson_r": float(pr), "pearson_p": float(pp), "spearman_r": float(sr), "spearman_p": float(sp),
-            "n": len(x)}
-
-
 def entity_perplexity(model, tokenizer, documents: list[str], entities: list[list[str]], batch_size: int = 16,
                       max_length: int | None = None, progress: bool = False) -> list[float | None]:
     """Per document, the mean over its entity occurrences of exp(mean NLL of the occurrence's tokens given the
-    document before them) (Fig. 10, DIGEST 2 E6). An occurrence is a whole-word match of one of the document's
+    document before them) (Fig. 10, App. B.1). An occurrence is a whole-word match of one of the document's
     entity strings; its tokens are those whose character span overlaps the match. Each document is preceded by
     the EOS token (the separator before every document of the packed training data), so an entity at the very
     start is scored too. Documents are cut to `max_length` tokens (EOS included); occurrences cut off are

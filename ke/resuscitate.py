@@ -12,7 +12,6 @@ model code. Scaling q_proj instead would not work in general: OLMo-2 and Qwen3 n
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -168,25 +167,3 @@ def temperature_at(step: int, total_steps: int, t0: float, decay: bool = True) -
         return float(t0)
     fraction = min(max(step / total_steps, 0.0), 1.0)
     return float(t0 - (t0 - 1.0) * fraction)
-
-
-def add_cli(subparsers) -> None:
-    """Register `ke resuscitate`."""
-    p = subparsers.add_parser("resuscitate", help="Algorithm 1: raise inactive memory coefficients, save a checkpoint")
-    p.add_argument("model", help="local checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
-    p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
-    p.add_argument("--coefficients", required=True,
-                   help="coefficients.safetensors written by `ke entropy` on this checkpoint (or its folder)")
-    p.add_argument("--ratio", type=float, required=True, help="p as a fraction: 0.5 = the lowest 50%% of slots")
-    p.add_argument("--factor", type=float, required=True, help="q, the amplifying factor, e.g. 2")
-    p.add_argument("--out", required=True, help="folder for the resuscitated checkpoint")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> None:
-    out = resuscitate_checkpoint(args.model, args.coefficients, args.ratio, args.factor, args.out,
-                                 revision=args.revision, dtype=args.dtype)
-    recipe = json.loads((out / RECIPE_FILE).read_text())["recipe"]
-    print(json.dumps({k: recipe[k] for k in ("ratio", "factor", "selected", "zero_skipped")}))
-    print(f"wrote {out}")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -54,6 +55,25 @@ def write_cached(record: dict, path, key) -> dict:
     return normalise(record)
 
 
+@contextmanager
+def atomic_path(final):
+    """Yield a temporary sibling of `final` to write to; it becomes `final` only if the block finishes."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.is_file():
+            tmp.unlink()
+
+
+def write_text_atomically(text: str, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def save_folder_atomically(final, write) -> None:
     """Call write(tmp_folder), then rename it to `final`, so an interrupted save never looks complete."""
     final = Path(final)
@@ -75,8 +95,4 @@ def torch_save_atomically(obj, path) -> None:
 
 
 def write_json_atomically(obj, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_text_atomically(json.dumps(obj, indent=1), path)

@@ -1,6 +1,6 @@
 """The paper's claims as code: the paper's own numbers satisfy the paper's claims, a reversed series fails them,
 and the verdict vocabulary is the same everywhere (ke.book.claims)."""
-import pytest
+
 
 from ke.book import chapter_continual as cc
 from ke.book import chapter_resuscitation as cr

@@ -298,7 +298,7 @@ def test_empty_documents_are_dropped(olmo):
         measure(olmo.model, olmo.tokenizer, ["", "  "], settings, progress=False)
 
 
-# ---------------------------------------------------------------- official-code compatibility (DIGEST 7.2-7.3)
+# ---------------------------------------------------------------- official-code compatibility (analysis/entropy.py)
 
 @torch.no_grad()
 def test_count_padding_by_hand(olmo, tiny_models):

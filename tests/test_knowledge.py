@@ -28,7 +28,7 @@ def real():
 
 @needs_real
 def test_real_schedule_is_the_official_pkl_layout(real):
-    """DIGEST 8.3: 10 groups of 76; 0-69 = version k of the paraphrase items, 70-75 = once[6(k-1):6k]."""
+    """The official paraphrase70-once60split.pkl: 10 groups of 76; 0-69 = version k of the paraphrase items, 70-75 = once[6(k-1):6k]."""
     assert (len(real.paraphrase), len(real.once)) == (70, 60)
     schedule = injection_schedule(real, 10)
     assert sorted(schedule) == list(range(1, 11))
@@ -42,7 +42,7 @@ def test_real_schedule_is_the_official_pkl_layout(real):
         seen_once += texts[70:]
     assert sorted(seen_once) == sorted(x["train_context"] for x in real.once)  # every once item exactly once
     assert len(set(seen_once)) == 60
-    assert schedule[1][0].startswith("The fortieth government of Mars")  # DIGEST 8.2 example
+    assert schedule[1][0].startswith("The fortieth government of Mars")  # the first paraphrase item
     assert schedule[1][70].startswith("The Albatross Blaze")
 
 

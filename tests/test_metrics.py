@@ -1,15 +1,12 @@
-"""Tests of ke.metrics against hand computations: probe log-probabilities, K, A, F, task accuracy, correlation."""
+"""Tests of ke.metrics against hand computations: probe log-probabilities, K, A, F, entity perplexity."""
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from ke.errors import UserError
 from ke.knowledge import Probe
-from ke.metrics import (acquisition, correlation, forgetting, knowledge_score, probe_log_probs,
-                        task_accuracy)
+from ke.metrics import acquisition, entity_perplexity, forgetting, knowledge_score, probe_log_probs
 from ke.models import load_model
 
 
@@ -106,7 +103,7 @@ def test_knowledge_score_weights_70_to_60():
 
 
 def test_acquisition_and_forgetting_sign_convention():
-    # DIGEST 4.3: K_PT = -0.375, K_CL = -0.281 (Table 2a, 118k) -> A = +25.1 %, the paper's 25.2 up to rounding
+    # Table 2a, 118k, with Eq. 4 solved for K_PT: K_PT = -0.375, K_CL = -0.281 (Table 2a, 118k) -> A = +25.1 %, the paper's 25.2 up to rounding
     assert acquisition(-0.281, -0.375) == pytest.approx(100 * 0.094 / 0.375)
     assert acquisition(-0.281, -0.375) == pytest.approx(25.1, abs=0.05)
     assert acquisition(-0.40, -0.375) < 0  # probes got worse: negative acquisition
@@ -116,81 +113,50 @@ def test_acquisition_and_forgetting_sign_convention():
     assert forgetting(62.0, 60.0) < 0  # performance went up: negative forgetting
 
 
-TASKS = [
-    {"name": "cities", "role": "world", "questions": [
-        {"context": "the red company was born in", "choices": ["north city", "a", "south river and the old people"], "answer": 0},
-        {"context": "people lives near", "choices": ["the river", "east", "new university of the large west city"], "answer": 0},
-        {"context": "the", "choices": ["blue", "green company", "small"], "answer": 0},
-        {"context": "works at", "choices": ["old university", "people", "city of red"], "answer": 0},
-    ]},
-    {"name": "pairs", "role": "world", "questions": [
-        {"context": "born in", "choices": ["west", "the large north city on the river"], "answer": 0},
-        {"context": "a company is", "choices": ["old and new", "red"], "answer": 0},
-        {"context": "", "choices": ["the", "people of the east"], "answer": 0},
-    ]},
-]
+# ---------------------------------------------------------------- entity perplexity (Fig. 10)
+
+def hand_perplexity(model, ids: list[int], occurrences: list[list[int]]) -> float:
+    """exp(mean NLL of each occurrence's token positions) from the model's logits, averaged over occurrences."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+    nll = [[-logp[j - 1, ids[j]].item() for j in positions] for positions in occurrences]
+    return sum(math.exp(sum(v) / len(v)) for v in nll) / len(nll)
 
 
-def choice_scores(model, tokenizer, question, metric):
-    """Log-likelihood of ' ' + choice after the context, one sequence at a time."""
-    context = tokenizer(question["context"], add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
-    scores = []
-    for choice in question["choices"]:
-        continuation = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
-        ids = context + continuation
-        with torch.no_grad():
-            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
-        total = sum(logp[j - 1, ids[j]].item() for j in range(len(context), len(ids)))
-        scores.append(total / len(choice) if metric == "len_norm" else total)
-    return scores
-
-
-def with_answers(tasks, pick):
-    return [{**t, "questions": [{**q, "answer": pick(q)} for q in t["questions"]]} for t in tasks]
-
-
-@pytest.mark.parametrize("metric", ["acc", "len_norm"])
-def test_task_accuracy_equals_hand_computation(loaded, metric):
+def test_entity_perplexity_equals_hand_computation(loaded):
     model, tok = loaded.model, loaded.tokenizer
-    best = lambda q: int(np.argmax(choice_scores(model, tok, q, metric)))  # noqa: E731
-    worst = lambda q: int(np.argmin(choice_scores(model, tok, q, metric)))  # noqa: E731
-    assert task_accuracy(model, tok, with_answers(TASKS, best), batch_size=4, metric=metric) == {
-        "cities": 100.0, "pairs": 100.0}
-    assert task_accuracy(model, tok, with_answers(TASKS, worst), batch_size=3, metric=metric) == {
-        "cities": 0.0, "pairs": 0.0}
-    # the first choice is right everywhere: accuracy = share of questions whose argmax is 0
-    expected = {t["name"]: 100 * np.mean([best(q) == 0 for q in t["questions"]]) for t in TASKS}
-    assert task_accuracy(model, tok, TASKS, batch_size=5, metric=metric) == pytest.approx(expected)
+    # the document as pieces; the Whitespace pre-tokenizer makes the pieces' tokens add up to the document's
+    pieces = [("red river", True), ("was born in the", False), ("north city", True), ("and the", False),
+              ("red river", True), ("is old", False)]
+    text = " ".join(p for p, _ in pieces)
+    ids, occurrences = [tok.eos_token_id], []
+    for piece, is_entity in pieces:
+        piece_ids = tok(piece, add_special_tokens=False)["input_ids"]
+        if is_entity:
+            occurrences.append(list(range(len(ids), len(ids) + len(piece_ids))))
+        ids += piece_ids
+    assert ids[1:] == tok(text, add_special_tokens=False)["input_ids"]
+    expected = hand_perplexity(model, ids, occurrences)
+    docs = [text, "the blue company", "north south east"]  # shorter rows pad the batch; the last has no entity
+    got = entity_perplexity(model, tok, docs, [["red river", "north city"], ["blue company"], ["old university"]],
+                            batch_size=3)
+    assert got[0] == pytest.approx(expected, rel=1e-5)
+    blue = [tok.eos_token_id] + tok("the blue company", add_special_tokens=False)["input_ids"]
+    assert got[1] == pytest.approx(hand_perplexity(model, blue, _positions(tok, "the", "blue company")), rel=1e-5)
+    assert got[2] is None
+    # cut before the second "red river" ends: only the first two occurrences count
+    cut = occurrences[2][-1]  # keeps tokens up to (not including) the last token of the third occurrence
+    truncated = entity_perplexity(model, tok, [text], [["red river", "north city"]], batch_size=1, max_length=cut)
+    assert truncated[0] == pytest.approx(hand_perplexity(model, ids[:cut], occurrences[:2]), rel=1e-5)
+    alone = entity_perplexity(model, tok, [text], [["red river", "north city"]], batch_size=1)
+    assert alone[0] == pytest.approx(got[0])  # batching and padding change nothing
 
 
-def test_len_norm_differs_and_task_metric_key_wins(loaded):
-    model, tok = loaded.model, loaded.tokenizer
-    picks = {m: [int(np.argmax(choice_scores(model, tok, q, m))) for t in TASKS for q in t["questions"]]
-             for m in ("acc", "len_norm")}
-    assert picks["acc"] != picks["len_norm"]  # the two rules really choose differently here
-    by_len_norm = with_answers(TASKS, lambda q: int(np.argmax(choice_scores(model, tok, q, "len_norm"))))
-    tagged = [{**t, "metric": "len_norm"} for t in by_len_norm]
-    assert task_accuracy(model, tok, tagged, metric="acc") == {"cities": 100.0, "pairs": 100.0}
+def _positions(tok, prefix: str, entity: str) -> list[list[int]]:
+    start = 1 + len(tok(prefix, add_special_tokens=False)["input_ids"])
+    return [list(range(start, start + len(tok(entity, add_special_tokens=False)["input_ids"])))]
 
 
-def test_task_input_errors(loaded):
-    with pytest.raises(UserError, match="answer"):
-        task_accuracy(loaded.model, loaded.tokenizer, [{"name": "t", "questions": [
-            {"context": "a", "choices": ["b", "c"], "answer": 2}]}])
-    with pytest.raises(UserError, match="metric"):
-        task_accuracy(loaded.model, loaded.tokenizer, TASKS, metric="byte_norm")
-
-
-def test_correlation_against_formulas():
-    x = [24.1, 23.9, 23.5, 23.2, 23.0, 22.8, 22.7, 22.5, 22.4, 22.3]
-    y = [25.2, 24.9, 24.8, 23.1, 21.4, 20.9, 20.0, 19.5, 18.8, 19.0]
-    out = correlation(x, y)
-    r = np.corrcoef(x, y)[0, 1]
-    t = r * math.sqrt((len(x) - 2) / (1 - r * r))
-    assert out["pearson_r"] == pytest.approx(r)
-    assert out["pearson_p"] == pytest.approx(2 * stats.t.sf(abs(t), len(x) - 2), rel=1e-6)
-    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731  (no ties in this data)
-    assert out["spearman_r"] == pytest.approx(np.corrcoef(ranks(x), ranks(y))[0, 1])
-    assert out["n"] == 10
-    with pytest.raises(UserError):
-        correlation([1, 2], [3, 4])
+def test_entity_perplexity_rejects_mismatched_lists(loaded):
+    with pytest.raises(UserError, match="one entity list per document"):
+        entity_perplexity(loaded.model, loaded.tokenizer, ["a", "b"], [["a"]], batch_size=2)

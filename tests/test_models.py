@@ -385,3 +385,32 @@ def test_provenance_online_uses_the_same_single_listing(monkeypatch):
     info = provenance(checkpoint.path, checkpoint.revision, False, "bfloat16", "cuda")
     assert info["commit"] == "12" * 20 and info["step"] == 928646 and info["stage"] == 1
     assert calls == ["allenai/OLMo-2-1124-7B"]
+
+
+@pytest.mark.parametrize("family", ["opt", "gptj", "phi3", "falcon", "gpt2"])
+def test_knowledge_entropy_of_other_layouts_equals_a_hook_on_the_hand_path(family, tokenizer_dir):
+    """ke.entropy.measure on families whose FFN the old name table did not know (OPT's FFN sits on the decoder
+    layer and flattens tokens, GPT-J's fc_in/fc_out, Phi-3's fused gate_up): its C-bar equals mean |input of the
+    output projection| collected one document at a time by a hook on the hand-written module path."""
+    from transformers import AutoTokenizer
+
+    from conftest import make_texts
+    from ke.entropy import EntropySettings, measure
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = build(family, {"vocab_size": len(tokenizer)})
+    docs = make_texts(5, seed=1)
+    result = measure(model, tokenizer, docs, EntropySettings(seq_len=24, batch_size=3), progress=False)
+    down = FAMILIES[family][1]
+    per_doc = []
+    for doc in docs:
+        captured = []
+        handles = [block.get_submodule(down).register_forward_pre_hook(lambda m, a: captured.append(a[0]))
+                   for block in blocks_of(model)]
+        ids = tokenizer(doc, truncation=True, max_length=24, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            model(input_ids=ids)
+        for h in handles:
+            h.remove()
+        per_doc.append(torch.stack([c.reshape(-1, c.shape[-1]).abs().mean(0) for c in captured]))
+    torch.testing.assert_close(result.mean_abs_coefficients, torch.stack(per_doc).mean(0), rtol=1e-4, atol=1e-6)

@@ -64,7 +64,7 @@ def test_default_save_steps_cover_stages():
     for steps in (1500, 1000, 20):
         s = default_save_steps(steps)
         assert s == sorted(set(s)) and s[0] == 0 and s[-1] == steps
-        for fraction in (0.2, 0.5):  # initial and mid stage checkpoints exist (DIGEST 1.6)
+        for fraction in (0.2, 0.5):  # initial and mid stage checkpoints exist (footnote 3: initial ~20%, mid ~50%)
             assert round(fraction * steps) in s
     assert 12 <= len(default_save_steps(1500)) <= 16
     assert PretrainConfig(steps=10, save_steps=[5, 0, 5]).resolved_save_steps() == [0, 5, 10]  # final always saved

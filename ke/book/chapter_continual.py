@@ -188,7 +188,7 @@ def setup_markdown(plan: Plan) -> str:
     cfg, fk = base.config, load_fictional_knowledge(base.knowledge)
     schedule = injection_schedule(fk, cfg.injections)
     once_sizes = sorted({len(group) - len(fk.paraphrase) for group in schedule.values()})
-    tasks = json.loads(open(base.tasks).read()) if base.tasks else []
+    tasks = list(base.tasks.names) if base.tasks else []
     text = (f"**This preset:** {cfg.steps} updates per epoch × {cfg.epochs} epoch(s) of {cfg.batch_size} rows × "
             f"{cfg.seq_len} tokens, peak lr {cfg.lr:g} (warmup {cfg.warmup_fraction:.0%} from {cfg.warmup_start:g} × "
             f"lr, cosine to {cfg.lr_floor:g} × lr). An injection every {cfg.interval} updates ({cfg.injections} per "
@@ -197,8 +197,9 @@ def setup_markdown(plan: Plan) -> str:
             f"updates of 128 × 1,024 tokens, lr 4e-4, 10 injections, 70 paraphrase and 60 once paragraphs. Probes "
             f"are scored with `probe_normalisation = {cfg.probe_normalisation}` "
             f"({'mean log-probability per target token' if cfg.probe_normalisation == 'per_token' else 'the official code: summed NLL / (padded length − 1)'}). "
-            f"P averages {len(tasks)} multiple-choice tasks"
-            + (f" ({', '.join(t['name'] for t in tasks)})" if tasks else " (none: P and F are not measured)") + ".\n\n")
+            f"P averages {len(tasks)} zero-shot multiple-choice tasks scored by lm-evaluation-harness (the paper used "
+            f"OLMo's in-loop evaluator)" + (f" ({', '.join(tasks)})" if tasks else " (none: P and F are not measured)")
+            + ".\n\n")
     text += "| setting | paper's row | overrides of the baseline |\n|---|---|---|\n" + "".join(
         f"| `{s}` | {paper.TABLE_ROWS.get(s, '—')} | {overrides or '—'} |\n" for s, overrides in plan.settings.items())
     world = json.loads((plan.world.world_dir / "world.json").read_text()) if plan.world else None

@@ -58,7 +58,7 @@ TABLE2_K = {"baseline": [-0.281, -0.280, -0.293, -0.301], "batch_x16": [-0.342, 
             "epochs_3": [-0.267, -0.268, -0.276, -0.280]}
 TABLE2_P = {"baseline": [54.0, 54.6, 52.8, 52.0], "batch_x16": [59.0, 60.5, 60.1, 35.6],
             "lr_x2.5": [50.3, 49.9, 49.0, 49.4], "lr_div4": [58.9, 60.7, 60.6, 59.9], "epochs_3": [51.4, 51.7, 50.8, 49.7]}
-# Implied by inverting Tables 1-2 (DIGEST 4.3; not printed in the paper).
+# Implied by inverting Tables 1-2 (Eqs. 4-5 solved for K_PT and P_PT; not printed in the paper).
 IMPLIED_K_PT = [-0.375, -0.373, -0.372, -0.371]
 IMPLIED_P_PT = [60.3, 62.7, 63.6, 64.6]
 

@@ -18,10 +18,11 @@ from functools import cached_property
 from pathlib import Path
 
 from ..continual import ContinualConfig
+from ..downstream import TaskSet
 from ..entropy import EntropySettings
 from ..errors import UserError
 from ..miniature.pretrain import PretrainConfig
-from ..miniature.world import WorldConfig
+from ..miniature.world import WorldConfig, task_set
 from .presets import ModelSpec, Preset
 
 ENTROPY_VARIANTS = ("count_padding",)  # extra measurements of the Dolma role: the official code's padding
@@ -86,7 +87,8 @@ class Measurement:
 class FactCheck:
     """Accuracy of one checkpoint on the generated world's fact tasks (is the miniature a valid instrument?)."""
     checkpoint: CheckpointRef
-    tasks: str
+    tasks: TaskSet
+    chance: float
     device: str
     out_path: Path
 
@@ -120,7 +122,7 @@ class ContinualRun:
     corpus: str                 # role: pubmed, c4
     corpus_data: str
     knowledge: str
-    tasks: str | None
+    tasks: TaskSet | None
     config: ContinualConfig
     out_dir: Path
     start: Resuscitation | None = None
@@ -299,8 +301,8 @@ def _plan_measurements(preset: Preset, plan: Plan) -> None:
         for ref in refs:
             plan.measurements += _measurements_of(preset, ref)
             if preset.world is not None:
-                plan.fact_checks.append(FactCheck(ref, str(preset.world_dir / "tasks.json"), e.device,
-                                                  preset.run_dir / "tasks" / ref.tag / "tasks.json"))
+                plan.fact_checks.append(FactCheck(ref, task_set(preset.world_dir), 1 / preset.world.task_choices,
+                                                  e.device, preset.run_dir / "tasks" / ref.tag / "tasks.json"))
 
 
 def _measurements_of(preset: Preset, ref: CheckpointRef | Resuscitation) -> list[Measurement]:
@@ -334,8 +336,20 @@ def _continual_run(preset: Preset, ref: CheckpointRef, setting: str = "baseline"
         config = replace(config, attention_temperature=temperature)
     name = "-".join([setting, corpus] + ([tag] if tag else []))
     return ContinualRun(ref, setting, corpus, preset.resolve(c.corpora[corpus]), preset.resolve(c.knowledge),
-                        preset.resolve(c.tasks) if c.tasks else None, config,
+                        _tasks(preset), config,
                         preset.run_dir / "continual" / ref.tag / name, start, tag)
+
+
+def _tasks(preset: Preset) -> TaskSet | None:
+    """The preset's downstream tasks as an lm-eval TaskSet (no task is loaded here)."""
+    t = preset.continual.tasks
+    if t is None:
+        return None
+    if t.world:
+        return task_set(preset.world_dir)
+    from ..downstream import PAPER_TASKS
+    return TaskSet(names=tuple(t.names or PAPER_TASKS), metrics=tuple(t.metrics) if t.metrics else None,
+                   include_path=preset.resolve(t.include_path) if t.include_path else None, limit=t.limit)
 
 
 def _add_run(plan: Plan, run: ContinualRun) -> None:
@@ -364,7 +378,7 @@ def _plan_continual(preset: Preset, plan: Plan) -> None:
             for step in c.table_starts:
                 _add_run(plan, _continual_run(preset, plan.checkpoint(primary, step), setting))
     last = plan.checkpoints[(primary, plan.seeds(primary)[0])][-1]
-    for corpus, spec in c.corpora.items():
+    for corpus, spec in (c.corpora.items() if c.entities else ()):
         plan.perplexities.append(EntityPerplexity(
             last, corpus, preset.resolve(spec), c.entity_docs, c.entity_seq_len, c.config.eval_batch_size,
             preset.entropy.device, preset.run_dir / "entity_perplexity" / last.tag / f"{corpus}.json"))
@@ -450,7 +464,9 @@ def describe(plan: Plan) -> str:
         "resuscitated_checkpoints": [{"checkpoint": r.checkpoint.tag, "ratio": r.ratio, "factor": r.factor,
                                       "coefficients": str(r.coefficients)} for r in plan.resuscitations],
         "knowledge": sorted({r.knowledge for r in plan.continual}),
-        "tasks": sorted({str(r.tasks) for r in plan.continual}),
+        "tasks": sorted({f"{', '.join(r.tasks.names)} (lm-eval; local tasks in {r.tasks.include_path})"
+                         if r.tasks and r.tasks.include_path else ", ".join(r.tasks.names) if r.tasks else "none"
+                         for r in plan.continual}),
     }
     counts = {name: len(items) for name, items in zip(("world", "pretraining", "measurements", "resuscitations",
                                                         "continual"), plan.work())}
@@ -487,20 +503,18 @@ def execute(item: Item, progress: bool = False):
 
 
 def _fact_check(item: FactCheck) -> dict:
-    from ..metrics import task_accuracy
     from ..models import load_model
     from ..storage import fingerprint, read_cached, write_cached
 
     path, revision = item.checkpoint.locate()
-    key = {"model": path, "revision": revision, "tasks": fingerprint(item.tasks), "model_files": fingerprint(path)}
+    key = {"model": path, "revision": revision, "tasks": item.tasks.fingerprint(), "model_files": fingerprint(path)}
     cached = read_cached(item.out_path, key)
     if cached is not None:
         return cached
-    tasks = json.loads(Path(item.tasks).read_text())
     loaded = load_model(path, revision, dtype=item.checkpoint.dtype, device=item.device)
-    accuracy = task_accuracy(loaded.model, loaded.tokenizer, tasks)
-    record = {"step": item.checkpoint.step, "accuracy": accuracy,
-              "chance": 1 / len(tasks[0]["questions"][0]["choices"])}
+    accuracy = item.tasks.evaluate(loaded.model, loaded.tokenizer)
+    record = {"step": item.checkpoint.step, "accuracy": {name.removeprefix("world_"): value
+                                                         for name, value in accuracy.items()}, "chance": item.chance}
     return write_cached(record, item.out_path, key)
 
 
@@ -511,8 +525,7 @@ def _continual(item: ContinualRun, progress: bool) -> dict:
     if item.start is not None:
         execute(item.start)  # cached: the resuscitated checkpoint must exist
     path, revision = (item.start or item.checkpoint).locate()
-    tasks = json.loads(Path(item.tasks).read_text()) if item.tasks else None
-    return continual_learning(path, item.corpus_data, load_fictional_knowledge(item.knowledge), tasks, item.config,
+    return continual_learning(path, item.corpus_data, load_fictional_knowledge(item.knowledge), item.tasks, item.config,
                               item.out_dir, revision=revision, progress=progress)
 
 

@@ -69,14 +69,25 @@ class EntropySection:
 
 
 @dataclass
+class TasksSection:
+    """Downstream tasks for P and F (Eq. 5), scored by lm-evaluation-harness."""
+    world: bool = False             # the generated world's six fact tasks (the miniature's stand-ins)
+    names: list[str] | None = None  # lm-eval task names; None: the paper's six (SciQ, Winogrande, PIQA, OBQA, ...)
+    metrics: list[str] | None = None  # one per name: acc | acc_norm (= OLMo's len_norm); None: the paper's per task
+    include_path: str | None = None   # a folder of local lm-eval task YAMLs
+    limit: int | None = None        # documents per task (None: all)
+
+
+@dataclass
 class ContinualSection:
     corpora: dict[str, str]         # role -> corpus (saved data set folder, .jsonl, or "world:..."); needs "pubmed"
     knowledge: str                  # folder or URL of the Fictional Knowledge JSON files, or "world:knowledge"
     config: ContinualConfig         # the baseline run (ke.continual.ContinualConfig)
-    tasks: str | None = None        # downstream tasks (P, F): "world:tasks.json", or None
+    tasks: TasksSection | None = None  # downstream tasks for P and F; None: not measured
     starts: dict[str, list[int]] = field(default_factory=dict)  # model key -> starting steps of the curves
     table_starts: list[int] = field(default_factory=list)        # Tables 1-2's columns (primary model)
     settings: dict[str, dict] = field(default_factory=lambda: {"baseline": {}})  # Tables 1-2's rows: overrides
+    entities: bool = True           # Fig. 10: the corpora carry an `entities` column (the miniature's do)
     entity_docs: int = 300          # Fig. 10: documents per corpus
     entity_seq_len: int | None = None  # Fig. 10: tokens per document (None: the model's context)
 

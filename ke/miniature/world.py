@@ -528,6 +528,28 @@ TASKS = (  # name, role (the paper's task it stands in for), kind
     ("occupation", "OBQA", "person"), ("company_hq", "HellaSwag", "world"), ("city_country", "ARC-Easy", "world"))
 
 
+TASK_PREFIX = "world_"  # lm-eval task names of the generated tasks: world_birth_city, ...
+
+
+def task_set(world_dir):
+    """The world's six fact tasks as an lm-eval TaskSet (written by write_tasks), scored by summed log-likelihood."""
+    from ..downstream import TaskSet
+    names = tuple(TASK_PREFIX + name for name, _, _ in TASKS)
+    return TaskSet(names=names, metrics=("acc",) * len(names), include_path=str(Path(world_dir) / "tasks"))
+
+
+def write_tasks(world_dir) -> None:
+    """Write tasks.json's questions as local lm-eval tasks under world_dir/tasks (the YAMLs name their data file by
+    absolute path, so they are written where they stay: after the world folder is in place)."""
+    from ..downstream import write_local_task
+    world_dir = Path(world_dir)
+    tasks = json.loads((world_dir / "tasks.json").read_text())
+    for task in tasks:
+        yaml_path = world_dir / "tasks" / f"{TASK_PREFIX}{task['name']}.yaml"
+        if not yaml_path.exists() or str(world_dir.resolve()) not in yaml_path.read_text():
+            write_local_task(world_dir / "tasks", TASK_PREFIX + task["name"], task["questions"], metric="acc")
+
+
 def _tasks(rng: random.Random, world: World) -> list[dict]:
     cfg = world.config
     tasks = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..storage import read_cached, write_cached
 from .pretrain import train_tokenizer
-from .world import WorldConfig, write_world
+from .world import WorldConfig, write_tasks, write_world
 
 ROLES = ("pretrain", "pubmed", "c4")  # the corpora the tokenizer is trained on
 
@@ -19,6 +19,7 @@ def build_world(config: WorldConfig, vocab_size: int, world_dir, tokenizer_dir, 
     import datasets
 
     write_world(config, world_dir, progress=progress)
+    write_tasks(world_dir)
     corpora = Path(world_dir) / "corpora"
     key = {"world": json.loads((Path(world_dir) / "world.json").read_text())["key"], "vocab_size": vocab_size}
     marker = Path(tokenizer_dir) / "ke_tokenizer.json"
