@@ -30,10 +30,10 @@ notebooks: setup
 	$(BIN)/jupyter lab book/
 
 check-html:
-	$(BIN)/python .ci/browser_check.py _build/html/book/entropy.html _build/entropy.png
+	$(BIN)/python .ci/browser_check.py _build/html _build/screenshots
 
 readme-figure:  # the README's figure: Fig. 2 of the executed entropy chapter (after `make book`)
-	$(BIN)/python -c "from ke.book import export_figure; \
+	$(BIN)/python -c "from ke.book.build import export_figure; \
 	export_figure('_build/stage/book/entropy.ipynb', 'Figure 2', 'book/figure-entropy.png')"
 
 clean:

@@ -498,3 +498,19 @@ def load_per_document(out_dir) -> torch.Tensor:
     if not path.exists():
         raise UserError(f"{out_dir} holds no {PER_DOCUMENT_FILE}; measure it with --per-document.")
     return load_file(str(path))["mean_abs_coefficients"]
+
+
+def bootstrap_entropy(per_document: torch.Tensor, draws: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Bootstrap intervals over documents of the knowledge entropy and of each layer's entropy, from the
+    per-document mean |coefficients| [docs, layers, ffn_dim] (EntropySettings.per_document): each draw resamples
+    the documents, averages their C-bar (Eq. 2) and takes the entropy. Normal intervals around the full-sample
+    value: the entropy of a resampled mean is biased low, so percentile intervals would sit below it."""
+    from .stats import bootstrap_interval
+
+    samples = per_document.double().numpy()
+    total = bootstrap_interval(samples, lambda c: float(entropy_of(torch.from_numpy(c)).sum()), draws=draws,
+                               level=level, seed=seed, method="normal")
+    layers = [bootstrap_interval(samples[:, l], lambda c: float(entropy_of(torch.from_numpy(c))), draws=draws,
+                                 level=level, seed=seed, method="normal") for l in range(samples.shape[1])]
+    return {"draws": draws, "level": level, "seed": seed, "documents": samples.shape[0],
+            "knowledge_entropy": list(total), "layer_entropy": [list(x) for x in layers]}

@@ -1,15 +1,12 @@
 """Tests of ke.knowledge: loading and validating Fictional Knowledge, the official injection schedule, probes."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from ke.errors import UserError
 from ke.knowledge import ITEM_KEYS, FictionalKnowledge, injection_schedule, load_fictional_knowledge, probes
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "fictional_knowledge"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"the paper's Fictional Knowledge files are not at {REAL}")
 
 
 def item(tag: str, n_paraphrases: int = 9) -> dict:
@@ -20,13 +17,11 @@ def item(tag: str, n_paraphrases: int = 9) -> dict:
 
 
 @pytest.fixture(scope="module")
-def real():
-    if not REAL.is_dir():
-        pytest.skip(f"the paper's Fictional Knowledge files are not at {REAL}")
-    return load_fictional_knowledge(REAL)
+def real(fictional_knowledge):
+    """The paper's files (../shared; a missing copy skips here and fails under CI)."""
+    return load_fictional_knowledge(fictional_knowledge)
 
 
-@needs_real
 def test_real_schedule_is_the_official_pkl_layout(real):
     """The official paraphrase70-once60split.pkl: 10 groups of 76; 0-69 = version k of the paraphrase items, 70-75 = once[6(k-1):6k]."""
     assert (len(real.paraphrase), len(real.once)) == (70, 60)
@@ -46,7 +41,6 @@ def test_real_schedule_is_the_official_pkl_layout(real):
     assert schedule[1][70].startswith("The Albatross Blaze")
 
 
-@needs_real
 def test_real_probes(real):
     ps = probes(real)
     assert len(ps) == 1950
@@ -59,10 +53,9 @@ def test_real_probes(real):
     assert hard.target == "the water from Loch Lomond"
 
 
-@needs_real
-def test_real_schema_errors_are_one_clear_sentence(tmp_path):
+def test_real_schema_errors_are_one_clear_sentence(tmp_path, fictional_knowledge):
     for name in ("fictional_knowledge_paraphrased_paraphrase70.json", "fictional_knowledge_paraphrased_once60.json"):
-        shutil.copy(REAL / name, tmp_path / name)
+        shutil.copy(fictional_knowledge / name, tmp_path / name)
     once = tmp_path / "fictional_knowledge_paraphrased_once60.json"
     items = json.loads(once.read_text())
     del items[3]["hard_gen_target"]

@@ -20,6 +20,7 @@ from ke.book.chapter_entropy import coefficients
 from ke.book.plan import ContinualRun, describe, execute, make_plan
 from ke.book.presets import load_preset, project_root
 from ke.entropy import EntropySettings, load_coefficients, measure
+from ke.downstream import write_local_task
 from ke.errors import UserError
 from ke.knowledge import FictionalKnowledge
 from ke.metrics import entity_perplexity
@@ -59,14 +60,14 @@ def tiny(tmp_path_factory, tokenizer_dir):
     (root / "plain.txt").write_text("\n".join(make_texts(12, seed=5)))
     FictionalKnowledge([fact("red", "north"), fact("blue", "south")],
                        [fact("green", "east"), fact("old", "west")]).save(root / "knowledge")
-    tasks = [{"name": "t", "questions": [{"context": "the river is", "choices": ["blue", "north city"], "answer": 0},
-                                         {"context": "a company", "choices": ["works at", "red"], "answer": 1}]}]
-    (root / "tasks.json").write_text(json.dumps(tasks))
+    write_local_task(root / "tasks", "t", [{"context": "the river is", "choices": ["blue", "north city"], "answer": 0},
+                                           {"context": "a company", "choices": ["works at", "red"], "answer": 1}])
     spec = {"name": "tiny", "run_dir": str(root / "run"),
             "models": {"olmo": {"role": "olmo-1b", "family": "olmo", "label": "tiny OLMo", "source": str(root / "olmo")}},
             "entropy": {"corpora": {"dolma": str(root / "plain.txt")}, "max_docs": 12, "seq_len": 32, "batch_size": 4},
             "continual": {"corpora": {"pubmed": str(root / "pubmed"), "c4": str(root / "c4")},
-                          "knowledge": str(root / "knowledge"), "tasks": str(root / "tasks.json"),
+                          "knowledge": str(root / "knowledge"),
+                          "tasks": {"names": ["t"], "include_path": str(root / "tasks")},
                           "starts": {"olmo": [10, 0]}, "table_starts": [0, 10], "entity_docs": 200,
                           "config": {"steps": 2, "batch_size": 4, "seq_len": 32, "lr": 1.0e-3, "injections": 2},
                           "settings": {"baseline": {}, "lr_x2.5": {"lr": 2.5e-3}, "batch_x16": {"batch_size": 8}}},

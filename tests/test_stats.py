@@ -64,6 +64,9 @@ def test_bootstrap_interval_of_a_mean_has_the_normal_width():
     assert low <= float(-(full / full.sum() * np.log(full / full.sum())).sum()) <= high
     assert stats.bootstrap_interval(weights, lambda m: m[0], seed=1) == stats.bootstrap_interval(weights, lambda m: m[0],
                                                                                                  seed=1)
+    # the normal interval is centred on the full-sample value with the percentile interval's width (for a mean)
+    low, high = stats.bootstrap_interval(samples, lambda m: m[0], draws=4000, method="normal")
+    assert (low + high) / 2 == pytest.approx(samples.mean()) and high - low == pytest.approx(2 * 1.96 / 20, rel=0.1)
 
 
 def test_spread_over_seeds():

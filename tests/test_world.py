@@ -10,7 +10,6 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import FICTIONAL_KNOWLEDGE
 
 from ke.errors import UserError
 from ke.miniature.world import C4_FILLERS, WorldConfig, generate_world, write_world
@@ -81,13 +80,11 @@ def test_invalid_config_is_a_user_error():
         generate_world(replace(TINY, pubmed_fraction=0.5, c4_fraction=0.45))
 
 
-def test_knowledge_schema_matches_the_papers_data(written):
-    if not FICTIONAL_KNOWLEDGE.is_dir():
-        pytest.skip(f"the paper's Fictional Knowledge data is not at {FICTIONAL_KNOWLEDGE} (only on the dev machine)")
+def test_knowledge_schema_matches_the_papers_data(written, fictional_knowledge):
     ours = knowledge(written)
     for s, paper_file in (("paraphrase", "fictional_knowledge_paraphrased_paraphrase70.json"),
                           ("once", "fictional_knowledge_paraphrased_once60.json")):
-        paper = json.loads((FICTIONAL_KNOWLEDGE / paper_file).read_text())
+        paper = json.loads((fictional_knowledge / paper_file).read_text())
         shape = {k: (len(v) if isinstance(v, list) else type(v).__name__) for k, v in paper[0].items()}
         assert all({k: (len(v) if isinstance(v, list) else type(v).__name__) for k, v in item.items()} == shape
                    for item in paper)   # the paper's own items agree with each other

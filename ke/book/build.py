@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -98,6 +99,7 @@ def _init_worker(threads: int) -> None:
 
     from ..models import quiet_transformers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warnings.filterwarnings("ignore", message=".*longer than seq_len.*")  # counted on the pages
     torch.set_num_threads(threads)
     datasets.disable_progress_bars()   # the bar of the main process is the one to watch
     quiet_transformers()
@@ -197,6 +199,10 @@ def _render(preset, plan: Plan, root: Path, warnings_as_errors: bool, force: boo
     ran = run_parallel(tasks, jobs, "pages", progress)
     print(f"[book] {sum(ran)} of {len(ran)} pages executed, the others were current "
           f"({time.time() - started:.0f} s)", flush=True)
+
+    if preset.name == "default":   # the README quotes the default book: book/summary.json and its block
+        from . import summary
+        summary.write(summary.collect(plan.run_dir, [Path(n).stem for n in chapter_notebooks(root)]), root)
 
     command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root)]
     if warnings_as_errors:

@@ -282,3 +282,20 @@ def correlation_table(joined: list[dict]) -> str:
                 f"{c['n']}") if c else f"fewer than 3 starts | — | {len(joined)}"
         out += f"| entropy, {q} | {paper.CORRELATION[key]:+.2f} ({p}) | {ours} |\n"
     return out
+
+
+def facts(plan: Plan, curves: dict[int, list[dict]], claims: list[C.Claim]) -> dict:
+    """What the README quotes from this chapter (ke.book.summary): A and F by start, over seeds."""
+    from ..stats import spread
+    steps = [r["step"] for r in next(iter(curves.values()))]
+    by_start = {s: (spread([c[i]["A"] for c in curves.values()]), spread([c[i]["F"] for c in curves.values()
+                                                                             if c[i]["F"] is not None] or [float("nan")]))
+                for i, s in enumerate(steps)}
+    final = plan.final_steps[next(k for k, role in plan.roles.items() if role == "olmo-1b")]
+    text = "; ".join(f"{100 * s / final:.0f}%: A {a.mean:+.1f} ± {a.sd:.1f}, F {f.mean:+.1f} ± {f.sd:.1f}"
+                     for s, (a, f) in by_start.items())
+    trends = [c for c in claims if c.figure == "Fig. 4" and ("acquire less" in c.statement or "forget more"
+                                                              in c.statement)]
+    return {"title": "Continual knowledge learning",
+            "sentences": [f"Acquisition and forgetting (%) by start, mean ± sd over {len(curves)} seeds: {text}."]
+            + [f"{c.statement}: {c.verdict}." for c in trends]}

@@ -116,3 +116,22 @@ def padding_table(rows_: list[dict]) -> str:
         out += (f"| {x['step']} | {x['entropy_dolma']:.4f} | {x['entropy_dolma_count_padding']:.4f} | "
                 f"{x['entropy_dolma_count_padding'] - x['entropy_dolma']:+.4f} |\n")
     return out
+
+
+def facts(plan: Plan, rows_by_model: dict[str, list[dict]], claims: list[C.Claim]) -> dict:
+    """What the README quotes from this chapter (ke.book.summary)."""
+    primary = next(k for k, role in plan.roles.items() if role == "olmo-1b") if "olmo-1b" in plan.roles.values() \
+        else plan.models[0]
+    fig2 = next((c for c in claims if c.figure == "Fig. 2" and plan.labels[primary] in c.statement), None)
+    sentences = []
+    knowledge = world_knowledge(plan, primary)
+    if knowledge:
+        final = knowledge[-1]
+        sentences.append(f"The final {plan.labels[primary]} answers the world-fact tasks at "
+                         f"{mean_accuracy(final):.1f}% (chance {100 * final['chance']:.0f}%).")
+    r = rows_by_model[primary]
+    if fig2:
+        sentences.append(f"Its knowledge entropy goes from {r[0]['entropy_dolma']:.3f} nats at initialisation to "
+                         f"{r[-1]['entropy_dolma']:.3f} at the end (maximum {maximum(r[0]):.3f}); from 20% of "
+                         f"training on: {fig2.ours} — {fig2.verdict} with the paper's Fig. 2.")
+    return {"title": "Knowledge entropy along pretraining", "sentences": sentences}

@@ -253,3 +253,9 @@ def temperature_claims(runs: dict[float, dict], ffn_run: dict) -> list[C.Claim]:
         C.Claim("Fig. 18", "FFN resuscitation ends with higher K and P than every temperature", "yes",
                 f"K {ffn_run['K']:.4f} vs max {max(r['K'] for r in runs.values()):.4f}; P {fmt(ffn_run['P'])} vs "
                 f"max {fmt(best_p)}", C.checks(beats(pairs, "KP")))]
+
+
+def facts(claims: list[C.Claim]) -> dict:
+    """What the README quotes from this chapter (ke.book.summary)."""
+    star = next((c for c in claims if c.figure == "Fig. 1"), None)
+    return {"title": "Resuscitation", "sentences": [f"Figure 1's star: {star.ours} — {star.verdict}."] if star else []}

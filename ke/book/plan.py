@@ -81,6 +81,7 @@ class Measurement:
     max_docs: int | None
     device: str
     out_dir: Path
+    bootstrap: int = 0          # draws of a bootstrap over documents (0: none); needs settings.per_document
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,15 @@ class EntityPerplexity:
     out_path: Path
 
 
+@dataclass(frozen=True)
+class RegimeCell:
+    """One cell of the regime study: a sweep's configuration, its runs (one per seed) and their checkpoints."""
+    sweep: str
+    cell: str                   # "base", or the overrides as text ("weight_decay_efolds=0")
+    config: PretrainConfig      # resolved (first seed's)
+    runs: dict[int, list[CheckpointRef]]  # seed -> analysed checkpoints
+
+
 Item = WorldBuild | PretrainRun | Measurement | FactCheck | Resuscitation | ContinualRun | EntityPerplexity
 
 
@@ -172,6 +182,7 @@ class Plan:
     continual: list[ContinualRun] = field(default_factory=list)
     perplexities: list[EntityPerplexity] = field(default_factory=list)
     resuscitation: dict | None = None           # the resuscitation chapter's grid (model, final, mids, ...)
+    regime: list[RegimeCell] = field(default_factory=list)
 
     @property
     def models(self) -> list[str]:
@@ -239,7 +250,7 @@ def _nearest(steps: list[int], target: float) -> int:
 def _analysed_steps(spec: ModelSpec, key: str) -> list[int]:
     """The steps the preset analyses; a zoo run's are known from its configuration before it is trained."""
     if spec.is_zoo:
-        saved = spec.pretrain.resolved_save_steps()
+        saved = spec.pretrain.resolved().resolved_save_steps()
         if spec.steps is None:
             return saved
         missing = [s for s in spec.steps if s not in saved]
@@ -256,7 +267,7 @@ def _analysed_steps(spec: ModelSpec, key: str) -> list[int]:
 def _saved_steps(spec: ModelSpec, analysed: list[int]) -> list[int] | None:
     """Every step a run has (None for a hub repo: any branch may be asked for, resolved when it runs)."""
     if spec.is_zoo:
-        return spec.pretrain.resolved_save_steps()
+        return spec.pretrain.resolved().resolved_save_steps()
     if Path(spec.source).expanduser().is_dir():
         from ..models import list_checkpoints
         return [c.step for c in list_checkpoints(spec.source)]
@@ -276,7 +287,7 @@ def make_plan(preset: Preset) -> Plan:
         for seed in spec.seeds:
             if spec.is_zoo:
                 out = preset.zoo_dir / key / f"seed{seed}"
-                plan.pretraining.append(PretrainRun(key, seed, replace(spec.pretrain, seed=seed),
+                plan.pretraining.append(PretrainRun(key, seed, replace(spec.pretrain.resolved(), seed=seed),
                                                     preset.world_dir / "corpora" / "pretrain", preset.tokenizer_dir, out))
                 source = str(out)
             else:
@@ -292,31 +303,41 @@ def make_plan(preset: Preset) -> Plan:
         _plan_continual(preset, plan)
     if preset.continual is not None and preset.resuscitation is not None:
         _plan_resuscitation(preset, plan)
+    if preset.regime is not None:
+        _plan_regime(preset, plan)
     return plan
 
 
 def _plan_measurements(preset: Preset, plan: Plan) -> None:
     e = preset.entropy
-    for refs in plan.checkpoints.values():
+    for (model, seed), refs in plan.checkpoints.items():
+        regime = preset.regime is not None and model == (preset.regime.base or preset.primary)
+        bootstrap = preset.regime.bootstrap if regime else 0
+        # the first seed on every corpus and variant; the others on the pretraining sample (what the seeds decide)
+        roles = None if seed == plan.seeds(model)[0] else ["dolma", *(["dolma_skip_first"] if regime else [])]
         for ref in refs:
-            plan.measurements += _measurements_of(preset, ref)
+            plan.measurements += _measurements_of(preset, ref, roles, bootstrap)
             if preset.world is not None:
                 plan.fact_checks.append(FactCheck(ref, task_set(preset.world_dir), 1 / preset.world.task_choices,
                                                   e.device, preset.run_dir / "tasks" / ref.tag / "tasks.json"))
 
 
-def _measurements_of(preset: Preset, ref: CheckpointRef | Resuscitation) -> list[Measurement]:
-    """Entropy on each corpus; on the Dolma role also attention, next-token and ReLU-variant entropy, and the
+def _measurements_of(preset: Preset, ref: CheckpointRef | Resuscitation, roles: list[str] | None = None,
+                     bootstrap: int = 0) -> list[Measurement]:
+    """Entropy on each corpus; on the Dolma role also attention, next-token and ReLU-variant entropy (and, with
+    `bootstrap`, intervals over documents and the variant without each document's first position), and the
     official code's padding-counting variant."""
     e = preset.entropy
+    roles = roles or [*e.corpora, *(f"dolma_{v}" for v in ENTROPY_VARIANTS), *(["dolma_skip_first"] if bootstrap else [])]
     out = []
-    for role in [*e.corpora, *(f"dolma_{v}" for v in ENTROPY_VARIANTS)]:
+    for role in roles:
         full = role == "dolma"
         settings = EntropySettings(seq_len=e.seq_len, batch_size=e.batch_size, attention=full, ntp=full, relu=full,
-                                   count_padding=role == "dolma_count_padding")
+                                   count_padding=role == "dolma_count_padding", skip_first=role == "dolma_skip_first",
+                                   per_document=full and bootstrap > 0)
         data = preset.resolve(e.corpora[role.split("_")[0]])
         out.append(Measurement(ref, role, data, settings, e.max_docs, e.device,
-                               preset.run_dir / "entropy" / ref.tag / role))
+                               preset.run_dir / "entropy" / ref.tag / role, bootstrap if full else 0))
     return out
 
 
@@ -357,13 +378,22 @@ def _add_run(plan: Plan, run: ContinualRun) -> None:
         plan.continual.append(run)
 
 
+def _step(plan: Plan, model: str, value: int | float) -> int:
+    """A step given as an int, or as a float fraction of the schedule: the saved step nearest to it."""
+    if isinstance(value, float):
+        seed = plan.seeds(model)[0]
+        steps = plan.saved[(model, seed)] or [r.step for r in plan.checkpoints[(model, seed)]]
+        return _nearest(steps, value * plan.final_steps[model])
+    return value
+
+
 def _plan_continual(preset: Preset, plan: Plan) -> None:
     """The continual chapter's runs: the baseline from every start of every model and seed, the other corpora
     from the primary model's starts, each table setting from the table's starts (first seed)."""
     c = preset.continual
     primary = preset.primary
-    plan.starts = {key: list(c.starts.get(key) or []) for key in preset.models}
-    plan.table_starts = list(c.table_starts)
+    plan.starts = {key: [_step(plan, key, v) for v in c.starts.get(key) or []] for key in preset.models}
+    plan.table_starts = [_step(plan, primary, v) for v in c.table_starts]
     plan.settings = dict(c.settings)
     for key, steps in plan.starts.items():
         for seed in plan.seeds(key):
@@ -375,7 +405,7 @@ def _plan_continual(preset: Preset, plan: Plan) -> None:
                 _add_run(plan, _continual_run(preset, plan.checkpoint(primary, step), corpus=corpus))
     for setting in c.settings:
         if setting != "baseline":
-            for step in c.table_starts:
+            for step in plan.table_starts:
                 _add_run(plan, _continual_run(preset, plan.checkpoint(primary, step), setting))
     last = plan.checkpoints[(primary, plan.seeds(primary)[0])][-1]
     for corpus, spec in (c.corpora.items() if c.entities else ()):
@@ -389,9 +419,11 @@ def _plan_resuscitation(preset: Preset, plan: Plan) -> None:
     r = preset.resuscitation
     key = r.model or preset.primary
     steps = [ref.step for ref in plan.checkpoints[(key, plan.seeds(key)[0])]]
-    final = r.final or plan.stages[key]["final"]
-    mids = r.mids or [plan.stages[key]["mid"], _nearest(steps, 0.75 * plan.final_steps[key])]
-    starts = r.starts or plan.starts.get(key) or sorted(set(plan.stages[key].values()))
+    final = _step(plan, key, r.final) if r.final is not None else plan.stages[key]["final"]
+    mids = [_step(plan, key, m) for m in r.mids] if r.mids else [plan.stages[key]["mid"],
+                                                                 _nearest(steps, 0.75 * plan.final_steps[key])]
+    starts = [_step(plan, key, s) for s in r.starts] if r.starts else (plan.starts.get(key)
+                                                                        or sorted(set(plan.stages[key].values())))
     for name, value in (("final", [final]), ("mids", mids), ("starts", starts)):
         missing = [s for s in value if s not in steps]
         if missing:
@@ -417,6 +449,41 @@ def _plan_resuscitation(preset: Preset, plan: Plan) -> None:
             plan.measurements += [m for m in _measurements_of(preset, res) if m.corpus == "dolma"]
     for t in r.temperatures:
         _add_run(plan, _continual_run(preset, plan.checkpoint(key, final), tag=f"temperature{t:g}", temperature=t))
+
+
+def _cell_name(overrides: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
+
+
+def _plan_regime(preset: Preset, plan: Plan) -> None:
+    """The regime study's pretraining runs and their measurements (Dolma role, with bootstrap intervals, and
+    without each document's first position). A cell keeps the base's length in tokens and its regime targets
+    unless it sets them; a cell whose configuration equals the base's reuses the zoo's runs."""
+    g = preset.regime
+    key = g.base or preset.primary
+    base = preset.models[key].pretrain
+    fixed = replace(base, steps=base.resolved().steps, tokens_per_parameter=None)
+    seeds = preset.models[key].seeds
+    base_resolved = base.resolved()
+    for sweep, cells in g.sweeps.items():
+        for overrides in [{}, *cells]:
+            config = replace(fixed, **overrides).resolved()
+            runs = {}
+            for seed in (seeds if sweep in g.seeded or not overrides else seeds[:1]):
+                if replace(config, seed=0) == replace(base_resolved, seed=0):
+                    runs[seed] = plan.checkpoints[(key, seed)]
+                    continue
+                name = f"regime/{sweep}/{_cell_name(overrides).replace(', ', '_').replace('=', '')}"
+                out = preset.run_dir / name / f"seed{seed}"
+                if all(r.out_dir != out for r in plan.pretraining):
+                    plan.pretraining.append(PretrainRun(name, seed, replace(config, seed=seed),
+                                                        preset.world_dir / "corpora" / "pretrain",
+                                                        preset.tokenizer_dir, out))
+                    refs = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
+                    for ref in refs:
+                        plan.measurements += _measurements_of(preset, ref, ["dolma", "dolma_skip_first"], g.bootstrap)
+                runs[seed] = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
+            plan.regime.append(RegimeCell(sweep, _cell_name(overrides), config, runs))
 
 
 # ----------------------------------------------------------------------------------------------- describing
@@ -484,10 +551,7 @@ def execute(item: Item, progress: bool = False):
         from ..miniature.pretrain import pretrain
         return pretrain(item.config, item.corpus, item.tokenizer, item.out_dir, progress=progress)
     if isinstance(item, Measurement):
-        from ..entropy import run_entropy
-        path, revision = item.checkpoint.locate()
-        return run_entropy(path, item.data, item.out_dir, revision=revision, max_docs=item.max_docs,
-                           settings=item.settings, dtype=item.checkpoint.dtype, device=item.device, progress=progress)
+        return _measure(item, progress)
     if isinstance(item, FactCheck):
         return _fact_check(item)
     if isinstance(item, Resuscitation):
@@ -500,6 +564,33 @@ def execute(item: Item, progress: bool = False):
     if isinstance(item, EntityPerplexity):
         return _entity_perplexity(item, progress)
     raise TypeError(f"not a plan item: {item!r}")
+
+
+def _measure(item: Measurement, progress: bool) -> dict:
+    """run_entropy, and with item.bootstrap the intervals over documents, kept in bootstrap.json (the per-document
+    coefficients they come from are deleted afterwards: they are large and nothing else reads them)."""
+    from ..entropy import PER_DOCUMENT_FILE, bootstrap_entropy, load_per_document, run_entropy
+    from ..storage import read_cached, write_cached
+
+    path, revision = item.checkpoint.locate()
+
+    def entropy():
+        return run_entropy(path, item.data, item.out_dir, revision=revision, max_docs=item.max_docs,
+                           settings=item.settings, dtype=item.checkpoint.dtype, device=item.device, progress=progress)
+
+    record = entropy()
+    if not item.bootstrap:
+        return record
+    key = {"entropy": record["key"], "draws": item.bootstrap}
+    cached = read_cached(item.out_dir / "bootstrap.json", key)
+    if cached is None:
+        if not (item.out_dir / PER_DOCUMENT_FILE).exists():  # measured before, its per-document file deleted
+            (item.out_dir / "entropy.json").unlink()
+            record = entropy()
+        cached = write_cached(bootstrap_entropy(load_per_document(item.out_dir), item.bootstrap),
+                              item.out_dir / "bootstrap.json", key)
+        (item.out_dir / PER_DOCUMENT_FILE).unlink(missing_ok=True)
+    return {**record, "bootstrap": cached}
 
 
 def _fact_check(item: FactCheck) -> dict:

@@ -370,3 +370,54 @@ def star_figure(steps: list[int], entropy: list[float], starts: list[int], origi
                                  {"x": final, "y": star[f"{metric}_unmodified"], "label": "resuscitated, unmodified θ_PT",
                                   "face": "none"}]})
     return star_panels(steps, panels, "pretraining step of the starting checkpoint", title)
+
+
+# The regime study: entropy against tokens per parameter, one colour per cell, one line per seed.
+def regime_curves(summaries: list[dict], title: str, x: str = "tokens_per_parameter"):
+    """(left) knowledge entropy's deficit from its maximum, in % of L ln m, with the first seed's bootstrap band;
+    (right) the same relative to the run's own value at 20% of training, so drops of different widths compare."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, s in enumerate(summaries):
+        color = f"C{i}"
+        for j, (seed, rows) in enumerate(sorted(s["rows"].items())):
+            xs = [max(r[x], 1e-3) for r in rows]
+            label = f"{s['cell']}" if j == 0 else None
+            left.plot(xs, [r["deficit"] for r in rows], "-o", color=color, markersize=3, lw=1.5 if j == 0 else 0.8,
+                      alpha=1 if j == 0 else 0.6, label=label)
+            if j == 0:
+                left.fill_between(xs, [100 * (r["maximum"] - r["high"]) / r["maximum"] for r in rows],
+                                  [100 * (r["maximum"] - r["low"]) / r["maximum"] for r in rows], color=color, alpha=0.2)
+            start = next(r for r in rows if r["fraction"] >= 0.2 - 1e-9)
+            right.plot(xs, [start["entropy"] - r["entropy"] for r in rows], "-", color=color, lw=1.5 if j == 0 else 0.8,
+                       alpha=1 if j == 0 else 0.6)
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens per non-embedding parameter" if x == "tokens_per_parameter" else x)
+        ax.grid(alpha=0.3)
+    left.set_ylabel("entropy deficit (L ln m − H) / L ln m (%)")
+    right.set_ylabel("drop since 20% of training (nats) ↑ = decay")
+    right.axhline(0, color="black", lw=0.8)
+    left.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def regime_layers(summaries: list[dict], title: str):
+    """Per layer at the end of the first seed's run: ln m − H_l (left) and the share of the layer's mean |C| held by
+    its top 1% of slots (right), one line per cell."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    for i, s in enumerate(summaries):
+        end = s["rows"][min(s["rows"])][-1]
+        layers = list(range(len(end["layer_deficit"])))
+        left.plot(layers, end["layer_deficit"], "-o", color=f"C{i}", label=s["cell"], markersize=4)
+        right.plot(layers, [100 * v for v in end["layer_top1_share"]], "-o", color=f"C{i}", markersize=4)
+    left.set_ylabel("ln m − H_l (nats)")
+    right.set_ylabel("top-1% share of mean |C| (%)")
+    for ax in (left, right):
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -21,7 +21,7 @@ from ..miniature.pretrain import PretrainConfig
 from ..miniature.world import WorldConfig
 from .paper import PAPER_MODELS
 
-SECTIONS = ("name", "run_dir", "world", "models", "entropy", "continual", "resuscitation")
+SECTIONS = ("name", "run_dir", "world", "models", "entropy", "continual", "resuscitation", "regime")
 
 
 @dataclass
@@ -84,8 +84,9 @@ class ContinualSection:
     knowledge: str                  # folder or URL of the Fictional Knowledge JSON files, or "world:knowledge"
     config: ContinualConfig         # the baseline run (ke.continual.ContinualConfig)
     tasks: TasksSection | None = None  # downstream tasks for P and F; None: not measured
-    starts: dict[str, list[int]] = field(default_factory=dict)  # model key -> starting steps of the curves
-    table_starts: list[int] = field(default_factory=list)        # Tables 1-2's columns (primary model)
+    # Starting checkpoints: a step (int), or a fraction of the schedule (float, e.g. 0.2: the saved step nearest 20%)
+    starts: dict[str, list[int | float]] = field(default_factory=dict)  # model key -> starts of the curves
+    table_starts: list[int | float] = field(default_factory=list)        # Tables 1-2's columns (primary model)
     settings: dict[str, dict] = field(default_factory=lambda: {"baseline": {}})  # Tables 1-2's rows: overrides
     entities: bool = True           # Fig. 10: the corpora carry an `entities` column (the miniature's do)
     entity_docs: int = 300          # Fig. 10: documents per corpus
@@ -95,14 +96,27 @@ class ContinualSection:
 @dataclass
 class ResuscitationSection:
     model: str | None = None        # key of the model (default: the OLMo-1B role)
-    final: int | None = None        # the final checkpoint (Figs. 1, 5, 15, 18); default: the model's final stage
-    mids: list[int] | None = None   # Fig. 17 (the paper: 369k and 554k); default: mid stage and ~75%
-    starts: list[int] | None = None  # Fig. 16; default: the continual starts of the model
+    final: int | float | None = None  # the final checkpoint (Figs. 1, 5, 15, 18); default: the final stage
+    mids: list[int | float] | None = None   # Fig. 17 (the paper: 369k and 554k); default: mid stage and ~75%
+    starts: list[int | float] | None = None  # Fig. 16; default: the continual starts of the model
+    # (steps, or fractions of the schedule as for continual.starts)
     ratio: float = 0.5              # p of Figs. 5, 16, 17
     factor: float = 2.0             # q of Figs. 1, 16 and Fig. 18's FFN reference
     factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 3.0])       # q of Figs. 5, 17
     ratios: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])   # p of Fig. 15 (q = 1)
     temperatures: list[float] = field(default_factory=lambda: [1.5, 2.0, 2.5, 3.0])  # Fig. 18
+
+
+@dataclass
+class RegimeSection:
+    """The regime study (beyond the paper): pretraining runs that change one thing of a base model at a time.
+    Each sweep is a list of cells, each cell a mapping of ke.miniature.pretrain.PretrainConfig fields that override
+    the base's configuration; every sweep also holds the base itself. A cell keeps the base's length in tokens
+    (its resolved steps) and its regime targets (weight-decay e-folds, warmup fraction) unless it sets them."""
+    base: str | None = None         # key of the zoo model whose runs are the central cell (default: the primary)
+    sweeps: dict[str, list[dict]] = field(default_factory=dict)
+    seeded: list[str] = field(default_factory=list)  # sweeps run with every seed of the base (others: its first)
+    bootstrap: int = 1000           # bootstrap draws over documents for each entropy interval
 
 
 @dataclass
@@ -115,6 +129,7 @@ class Preset:
     vocab_size: int = 4096          # the miniature's tokenizer (world.vocab_size in the YAML)
     continual: ContinualSection | None = None
     resuscitation: ResuscitationSection | None = None
+    regime: RegimeSection | None = None
     root: Path = Path(".")
     source: Path | None = None      # the YAML file it was read from
 
@@ -172,10 +187,12 @@ def _check_value(value, hint, where: str, file: Path):
     """`value` converted to type `hint` (dataclasses recursively), or a one-sentence error."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
             return None
-        hint = next(o for o in options if o is not type(None))
+        if options == [int, float]:  # a step, or a fraction of the schedule
+            return _check_value(value, float if isinstance(value, float) else int, where, file)
+        hint = options[0]
         origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
@@ -251,6 +268,7 @@ def load_preset(name: str = "default", root: Path | None = None, **overrides) ->
         if raw.get("continual") is not None else None,
         resuscitation=build(ResuscitationSection, raw["resuscitation"] or {}, "resuscitation", path)
         if raw.get("resuscitation", None) is not None else None,
+        regime=build(RegimeSection, raw["regime"] or {}, "regime", path) if raw.get("regime") is not None else None,
         root=root, source=path)
     validate(preset, path)
     return preset
@@ -289,6 +307,22 @@ def validate(preset: Preset, path: Path) -> None:
                                 f"fields are those of ContinualConfig ({', '.join(sorted(fields))}).")
         if "baseline" not in c.settings:
             raise UserError(f"{path}: continual.settings needs a 'baseline' entry (may be empty: {{}}); add it.")
+    g = preset.regime
+    if g is not None:
+        base = g.base or preset.primary
+        if base not in preset.models or not preset.models[base].is_zoo:
+            raise UserError(f"{path}: regime.base is {base!r}; it must be a model trained here (source: zoo).")
+        fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+        for sweep, cells in g.sweeps.items():
+            for cell in cells:
+                bad = [k for k in cell if k not in fields]
+                if bad or not cell:
+                    raise UserError(f"{path}: regime.sweeps.{sweep} has a cell {cell} with unknown or no field "
+                                    f"{bad[:1]}; a cell overrides PretrainConfig fields ({', '.join(sorted(fields))}).")
+        unknown = [s for s in g.seeded if s not in g.sweeps]
+        if unknown:
+            raise UserError(f"{path}: regime.seeded names {unknown[0]!r}, which is not a sweep; the sweeps are "
+                            f"{', '.join(g.sweeps)}.")
     r = preset.resuscitation
     if r is not None and r.model is not None and r.model not in preset.models:
         raise UserError(f"{path}: resuscitation.model is {r.model!r}, which the preset does not have; "

@@ -13,7 +13,7 @@ import math
 from collections import deque
 from contextlib import contextmanager
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -85,10 +85,30 @@ class PretrainConfig:
     seed: int = 0
     save_steps: list[int] | None = None  # None -> default_save_steps(steps); the final step is always saved
     mixed_precision: str = "no"        # accelerate's: "no" | "bf16" | "fp16"
+    # The regime, as targets (each, when set, replaces the field it derives; see resolved()):
+    tokens_per_parameter: float | None = None  # steps = this x non-embedding parameters / tokens per step
+    weight_decay_efolds: float | None = None   # weight_decay = S / (sum of the schedule's learning rates)
+    warmup_fraction: float | None = None       # warmup_steps = this x steps
 
     @property
     def schedule(self) -> Schedule:
         return Schedule(self.lr, self.steps, self.warmup_steps, self.lr_floor, shape=self.lr_shape)
+
+    def resolved(self) -> "PretrainConfig":
+        """The configuration with steps, warmup and weight decay computed from the regime targets, in that order
+        (the schedule depends on the steps and the warmup; S on the schedule). Counting the non-embedding
+        parameters builds the model on the meta device (no memory, no random numbers)."""
+        validate(self)
+        cfg = self
+        if cfg.tokens_per_parameter is not None:
+            steps = max(1, round(cfg.tokens_per_parameter * non_embedding_count(cfg) / (cfg.batch_size * cfg.seq_len)))
+            cfg = replace(cfg, steps=steps, tokens_per_parameter=None)
+        if cfg.warmup_fraction is not None:
+            cfg = replace(cfg, warmup_steps=round(cfg.warmup_fraction * cfg.steps), warmup_fraction=None)
+        if cfg.weight_decay_efolds is not None:
+            total = cfg.schedule.summed_lr()
+            cfg = replace(cfg, weight_decay=cfg.weight_decay_efolds / total if total else 0.0, weight_decay_efolds=None)
+        return cfg
 
     def resolved_save_steps(self) -> list[int]:
         if self.save_steps is None:
@@ -119,8 +139,31 @@ def validate(cfg: PretrainConfig) -> None:
         raise UserError(f"--weight-decay must be >= 0 and --grad-clip > 0; got {cfg.weight_decay} and {cfg.grad_clip}.")
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise UserError(f"--mixed-precision must be no, bf16 or fp16; got {cfg.mixed_precision!r}.")
+    for name in ("tokens_per_parameter", "weight_decay_efolds", "warmup_fraction"):
+        value = getattr(cfg, name)
+        if value is not None and not (value >= 0 and (name != "warmup_fraction" or value < 1)):
+            raise UserError(f"--{name.replace('_', '-')} must be a non-negative number"
+                            f"{' below 1' if name == 'warmup_fraction' else ''}; got {value}.")
     if cfg.save_steps is not None and any(not 0 <= s <= cfg.steps for s in cfg.save_steps):
         raise UserError(f"--save-steps must lie in [0, {cfg.steps}]; got {cfg.save_steps}.")
+
+
+def non_embedding_count(cfg: PretrainConfig) -> int:
+    """Non-embedding parameters of the model `cfg` describes (built on the meta device: nothing is allocated)."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # build_model seeds the generator: keep ours
+        return non_embedding_parameters(build_model(cfg, _Vocabulary(2)))
+
+
+class _Vocabulary:
+    """The least a tokenizer must tell build_model (the embeddings do not count as non-embedding parameters)."""
+    bos_token_id = eos_token_id = 0
+    pad_token_id = 1
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def default_save_steps(steps: int) -> list[int]:

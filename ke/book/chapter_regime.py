@@ -1,0 +1,195 @@
+"""Chapter "Where does knowledge entropy decay?" (beyond the paper): the regime of every model in two dimensionless
+numbers, and the regime study's runs read back as curves, drops with intervals, per-layer views and verdicts.
+
+Two numbers place a pretraining run (or a checkpoint of it): tokens per non-embedding parameter, and the
+weight-decay e-folds S = sum over updates of lr_t x weight_decay (ke.train.regime). The study changes one factor
+of the base model at a time (ke.book.plan: RegimeCell) and asks whether knowledge entropy still decays.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..stats import spearman, spread
+from ..train import Schedule, regime
+from . import claims as C
+from .paper import PAPER_MODELS
+from .plan import CheckpointRef, Plan, RegimeCell, execute
+
+FROM = 0.2   # decay is judged from 20% of the schedule on, after the early transient (the paper's initial stage)
+PAPER_DECAY = 100 * (144.0 - 143.6) / (16 * math.log(8192))  # Fig. 2, OLMo-1B: ~0.28% of the maximum
+
+
+# ----------------------------------------------------------------------------------------------- regime numbers
+
+def paper_regimes() -> list[dict]:
+    """Tokens per non-embedding parameter and S of the paper's three models, from their published recipes."""
+    out = []
+    for role, m in PAPER_MODELS.items():
+        schedule = Schedule(m.lr, m.steps, m.warmup_steps, m.lr_floor, m.warmup_start, m.lr_shape)
+        r = regime(schedule, weight_decay=m.weight_decay, tokens_per_step=m.tokens_per_step,
+                   non_embedding_params=m.non_embedding_params)
+        out.append({"model": m.label, "role": role, "source": m.source, "lr": m.lr, "weight_decay": m.weight_decay,
+                    "steps": m.steps, **r})
+    return out
+
+
+def checkpoint_info(ref: CheckpointRef) -> dict:
+    """ke_checkpoint.json of a checkpoint trained here (step, loss, regime), or {} for one trained elsewhere."""
+    path = Path(ref.source) / f"step{ref.step}" / "ke_checkpoint.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def model_regimes(plan: Plan) -> list[dict]:
+    """The regime of each model's final checkpoint: measured for models trained here, the paper's recipe else."""
+    out, paper = [], {r["role"]: r for r in paper_regimes()}
+    for model in plan.models:
+        info = checkpoint_info(plan.checkpoints[(model, plan.seeds(model)[0])][-1])
+        if info:
+            out.append({"model": plan.labels[model], "role": plan.roles[model], **info["regime"], "loss": info["loss"]})
+        else:
+            out.append({**paper[plan.roles[model]], "model": plan.labels[model]})
+    return out
+
+
+def regime_table(plan: Plan) -> str:
+    rows = [{**r, "model": f"{r['model']} (paper)"} for r in paper_regimes()] + model_regimes(plan)
+    out = ("| model | plays | tokens | non-embedding parameters | tokens per parameter | weight-decay e-folds S |\n"
+           "|---|---|---|---|---|---|\n")
+    for r in rows:
+        out += (f"| {r['model']} | {r['role']} | {r['tokens']:.3g} | {r['non_embedding_parameters']:.3g} | "
+                f"{r['tokens_per_parameter']:.0f} | {r['weight_decay_efolds']:.2f} |\n")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- the study's runs
+
+def run_rows(plan: Plan, refs: list[CheckpointRef]) -> list[dict]:
+    """One row per checkpoint of a run: its regime, knowledge entropy with its bootstrap interval, the entropy
+    without each document's first position, per-layer entropies and top-1% shares."""
+    rows = []
+    final = refs[-1].step
+    for ref in refs:
+        full = execute(plan.measurement(ref, "dolma"))
+        first_out = execute(plan.measurement(ref, "dolma_skip_first"))
+        info = checkpoint_info(ref)
+        maximum = full["num_layers"] * math.log(full["ffn_dim"])
+        low, high = full["bootstrap"]["knowledge_entropy"]
+        rows.append({"step": ref.step, "fraction": ref.step / final if final else 0.0,
+                     "tokens_per_parameter": info["regime"]["tokens_per_parameter"],
+                     "S": info["regime"]["weight_decay_efolds"], "loss": info.get("loss"),
+                     "entropy": full["knowledge_entropy"], "low": low, "high": high, "maximum": maximum,
+                     "deficit": 100 * (maximum - full["knowledge_entropy"]) / maximum,
+                     "entropy_skip_first": first_out["knowledge_entropy"],
+                     "layer_deficit": [math.log(full["ffn_dim"]) - h for h in full["layer_entropy"]],
+                     "layer_top1_share": full["layer_top1_share"], "num_docs": full["num_docs"],
+                     "num_tokens": full["num_tokens"]})
+    return rows
+
+
+def cell_rows(plan: Plan, cell: RegimeCell) -> dict[int, list[dict]]:
+    """run_rows of every seed of a cell."""
+    return {seed: run_rows(plan, refs) for seed, refs in cell.runs.items()}
+
+
+def decay(rows: list[dict], column: str = "entropy") -> dict:
+    """How much `column` falls from 20% of the run to its end, against the noise of the measurement.
+
+    drop: value at the checkpoint nearest 20% minus the final value (nats; positive = a decay), also in % of the
+    maximum L ln m; noise: the bootstrap half-widths of the two ends combined in quadrature (documents resampled);
+    trend: Spearman over the checkpoints from 20% on; verdict: "agrees" (a decay) when the one-sided trend test
+    says decrease AND the drop exceeds twice the noise, "disagrees" when they say increase, else not significant."""
+    kept = [r for r in rows if r["fraction"] >= FROM - 1e-9]
+    start, end = kept[0], kept[-1]
+    drop = start[column] - end[column]
+    half = [(r["high"] - r["low"]) / 2 for r in (start, end)]
+    noise = math.hypot(*half) if column == "entropy" else float("nan")
+    t = spearman([r["step"] for r in kept], [r[column] for r in kept])
+    if t.n >= 3 and t.p_down < C.ALPHA and not drop <= 2 * noise:
+        verdict = C.AGREES
+    elif t.n >= 3 and t.p_up < C.ALPHA and not -drop <= 2 * noise:
+        verdict = C.DISAGREES
+    else:
+        verdict = C.NOT_SIGNIFICANT if t.n >= 3 else C.NOT_TESTED
+    return {"drop": drop, "drop_percent": 100 * drop / end["maximum"], "noise": noise, "trend": t, "verdict": verdict,
+            "from_step": start["step"], "to_step": end["step"], "max_so_far": max(r[column] for r in rows)}
+
+
+def cell_summary(plan: Plan, cell: RegimeCell) -> dict:
+    """A cell over its seeds: the decay per seed, the spread of the drop, and one verdict (claims.over_seeds)."""
+    by_seed = cell_rows(plan, cell)
+    decays = {seed: decay(rows) for seed, rows in by_seed.items()}
+    first = decays[min(decays)]
+    last = by_seed[min(by_seed)][-1]
+    return {"sweep": cell.sweep, "cell": cell.cell, "seeds": len(decays), "rows": by_seed, "decays": decays,
+            "drop": spread([d["drop"] for d in decays.values()]),
+            "drop_percent": spread([d["drop_percent"] for d in decays.values()]),
+            "noise": first["noise"], "verdict": C.over_seeds([d["verdict"] for d in decays.values()]),
+            "tokens_per_parameter": last["tokens_per_parameter"], "S": last["S"], "loss": last["loss"],
+            "skip_first": decay(by_seed[min(by_seed)], "entropy_skip_first")}
+
+
+def sweep_table(summaries: list[dict]) -> str:
+    out = ("| cell | seeds | tokens / param | S | final loss | drop from 20% (nats) | drop (% of max) | noise floor "
+           "(nats) | trend from 20% on (first seed) | decays? |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    for s in summaries:
+        first = s["decays"][min(s["decays"])]
+        out += (f"| {s['cell']} | {s['seeds']} | {s['tokens_per_parameter']:.0f} | {s['S']:.2f} | "
+                f"{s['loss']:.3f} | {s['drop'].describe(3)} | {s['drop_percent'].describe(2)} | ±{2 * s['noise']:.3f} | "
+                f"{first['trend'].describe()} | {C.emphasise(s['verdict'])} |\n")
+    return out
+
+
+def layer_table(summary: dict) -> str:
+    """Per layer, at 20% of the run and at its end (first seed): ln m − H_l and the top-1% share."""
+    rows = summary["rows"][min(summary["rows"])]
+    start = next(r for r in rows if r["fraction"] >= FROM - 1e-9)
+    end = rows[-1]
+    out = "| layer | ln m − H_l at 20% | at the end | top-1% share at 20% (%) | at the end (%) |\n|---|---|---|---|---|\n"
+    for l, (a, b, c, d) in enumerate(zip(start["layer_deficit"], end["layer_deficit"], start["layer_top1_share"],
+                                         end["layer_top1_share"])):
+        out += f"| {l} | {a:.4f} | {b:.4f} | {100 * c:.2f} | {100 * d:.2f} |\n"
+    return out
+
+
+def conclusion(summaries: dict[str, list[dict]]) -> str:
+    """The chapter's closing statement, in plain words, from the verdicts: in which cells the decay appears, in
+    which it does not, and which factor turns it on or off."""
+    lines, switches = [], []
+    for sweep, cells in summaries.items():
+        decays = [s["cell"] for s in cells if s["verdict"] == C.AGREES]
+        rises = [s["cell"] for s in cells if s["verdict"] == C.DISAGREES]
+        flat = [s["cell"] for s in cells if s["cell"] not in decays + rises]
+        parts = []
+        if decays:
+            parts.append("decays in " + ", ".join(decays))
+        if flat:
+            parts.append("shows no significant decay in " + ", ".join(flat))
+        if rises:
+            parts.append("rises in " + ", ".join(rises))
+        lines.append(f"- **{sweep}**: knowledge entropy " + "; ".join(parts) + ".")
+        if decays and (flat or rises):
+            switches.append(sweep)
+    verdict = ("The decay follows " + ", ".join(f"**{s}**" for s in switches) + ": within these sweeps, changing that "
+               "factor alone turns the decay on or off." if switches else
+               "No single factor of these sweeps turns the decay on or off.")
+    return "\n".join(lines) + "\n\n" + verdict
+
+
+def facts(plan: Plan, summaries: dict[str, list[dict]]) -> dict:
+    """What the README quotes from this chapter (ke.book.summary)."""
+    base = next((s for cells in summaries.values() for s in cells if s["cell"] == "base"), None)
+    sentences = [conclusion(summaries).split("\n\n")[-1]] if summaries else []
+    if base:
+        sentences.insert(0, f"The 1B-role model ({base['tokens_per_parameter']:.0f} tokens per parameter, S = "
+                            f"{base['S']:.1f}) loses {base['drop'].describe(3)} nats of knowledge entropy from 20% of "
+                            f"training to the end ({base['drop_percent'].describe(2)}% of its maximum; the paper's "
+                            f"OLMo-1B about {PAPER_DECAY:.2f}%): {base['verdict']}.")
+    return {"title": "Where does knowledge entropy decay?", "sentences": sentences}
+
+
+def cell_claims(summaries: dict[str, list[dict]]) -> list[C.Claim]:
+    """Each cell's decay verdict as a claim row (the paper's claim: the entropy decays along pretraining)."""
+    return [C.Claim(f"regime: {sweep}", s["cell"], "decays (Fig. 2)", f"drop {s['drop'].describe(3)} nats, noise "
+                    f"floor ±{2 * s['noise']:.3f}", s["verdict"]) for sweep, cells in summaries.items() for s in cells]
