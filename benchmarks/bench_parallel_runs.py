@@ -26,21 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def one_run(preset_name: str, seed: int, steps: int, out: str, threads: int) -> None:
+    """The preset's baseline run from the primary model's final checkpoint, shortened to `steps`, into `out`."""
     import torch
 
-    from ke import experiments
-    from ke.config import load_preset
-    from ke.continual import continual_learning
-    from ke.models import resolve_checkpoint
-    from ke.zoo import final_step
+    from ke.book.plan import execute, make_plan
+    from ke.book.presets import load_preset
 
     torch.set_num_threads(threads)
-    preset = load_preset(preset_name)
-    cfg = experiments.continual_config(preset)
-    cfg = replace(cfg, steps=steps, injections=min(cfg.injections, steps), eval_every=steps, seed=seed)
-    checkpoint = resolve_checkpoint(preset.model_source("olmo"), final_step(preset, "olmo"))
-    continual_learning(str(checkpoint.path), preset.resolve(preset.continual["corpora"]["pubmed"]),
-                       experiments.knowledge(preset), experiments.tasks(preset), cfg, out, progress=False)
+    plan = make_plan(load_preset(preset_name))
+    model = next(k for k, role in plan.roles.items() if role == "olmo-1b")
+    run = plan.run(model, plan.final_steps[model])
+    cfg = replace(run.config, steps=steps, injections=min(run.config.injections, steps), eval_every=steps, seed=seed)
+    execute(replace(run, config=cfg, out_dir=Path(out)))
 
 
 def timed(preset: str, runs: int, steps: int, jobs: int, root: Path) -> float:

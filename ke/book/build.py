@@ -91,9 +91,14 @@ def finish(notebook: Path, title: str | None = None) -> None:
 
 # ----------------------------------------------------------------------------------------------- parallel work
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, gpus: list[str], started) -> None:
     """Workers leave Ctrl-C to the main process, which stops them all (a worker that died of SIGINT on its own
-    would be silently replaced by the pool and its task lost)."""
+    would be silently replaced by the pool and its task lost). With GPUs, worker i sees only the i-th (mod their
+    number) of the visible GPUs, so `--jobs N` on N GPUs runs one job per GPU (set before CUDA initialises)."""
+    if gpus:
+        with started.get_lock():
+            index, started.value = started.value, started.value + 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     import datasets
     import torch
 
@@ -120,8 +125,13 @@ def run_parallel(tasks: list[tuple], jobs: int, desc: str, progress: bool = True
         return []
     if jobs <= 1 or len(tasks) == 1:
         return [_call(t) for t in tqdm(tasks, desc=desc, disable=not progress)]
+    import torch
+
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), _init_worker, (threads,))
+    context = multiprocessing.get_context("spawn")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    pool = context.Pool(min(jobs, len(tasks)), _init_worker, (threads, gpus, context.Value("i", 0)))
     try:
         results = list(tqdm(pool.imap(_call, tasks), total=len(tasks), desc=desc, disable=not progress))
         pool.close()

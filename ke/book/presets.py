@@ -258,7 +258,13 @@ def load_preset(name: str = "default", root: Path | None = None, **overrides) ->
             raise UserError(f"{path} lacks the required section {key!r}; add it (see parameters/default.yaml).")
     world = dict(raw["world"]) if raw.get("world") else None
     vocab_size = world.pop("vocab_size", 4096) if world else 4096
-    models = {key: build(ModelSpec, spec or {}, f"models.{key}", path) for key, spec in raw["models"].items()}
+    models = {}
+    for key, spec in raw["models"].items():
+        if "family" in ((spec or {}).get("pretrain") or {}):
+            raise UserError(f"{path}: models.{key}.pretrain sets family; set it once, as models.{key}.family.")
+        models[key] = build(ModelSpec, spec or {}, f"models.{key}", path)
+        if models[key].pretrain is not None:   # the model's family is its architecture when trained here
+            models[key].pretrain = dataclasses.replace(models[key].pretrain, family=models[key].family)
     run_dir = Path(raw.get("run_dir") or f"runs/{raw['name']}")
     preset = Preset(
         name=raw["name"], run_dir=run_dir if run_dir.is_absolute() else root / run_dir, models=models,
