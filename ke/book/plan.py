@@ -466,10 +466,12 @@ def _plan_regime(preset: Preset, plan: Plan) -> None:
     seeds = preset.models[key].seeds
     base_resolved = base.resolved()
     for sweep, cells in g.sweeps.items():
-        for overrides in [{}, *cells]:
+        for cell in [{}, *cells]:
+            overrides = {k: v for k, v in cell.items() if k != "seeds"}
             config = replace(fixed, **overrides).resolved()
             runs = {}
-            for seed in (seeds if sweep in g.seeded or not overrides else seeds[:1]):
+            count = cell.get("seeds", len(seeds) if sweep in g.seeded or not overrides else 1)
+            for seed in seeds[:count]:
                 if replace(config, seed=0) == replace(base_resolved, seed=0):
                     runs[seed] = plan.checkpoints[(key, seed)]
                     continue

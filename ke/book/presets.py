@@ -115,7 +115,8 @@ class RegimeSection:
     (its resolved steps) and its regime targets (weight-decay e-folds, warmup fraction) unless it sets them."""
     base: str | None = None         # key of the zoo model whose runs are the central cell (default: the primary)
     sweeps: dict[str, list[dict]] = field(default_factory=dict)
-    seeded: list[str] = field(default_factory=list)  # sweeps run with every seed of the base (others: its first)
+    seeded: list[str] = field(default_factory=list)  # sweeps run with every seed of the base (others: its first,
+    # unless a cell sets `seeds: n`, the first n of the base's seeds)
     bootstrap: int = 1000           # bootstrap draws over documents for each entropy interval
 
 
@@ -321,8 +322,8 @@ def validate(preset: Preset, path: Path) -> None:
         fields = {f.name for f in dataclasses.fields(PretrainConfig)}
         for sweep, cells in g.sweeps.items():
             for cell in cells:
-                bad = [k for k in cell if k not in fields]
-                if bad or not cell:
+                bad = [k for k in cell if k not in fields | {"seeds"}]
+                if bad or not set(cell) - {"seeds"}:
                     raise UserError(f"{path}: regime.sweeps.{sweep} has a cell {cell} with unknown or no field "
                                     f"{bad[:1]}; a cell overrides PretrainConfig fields ({', '.join(sorted(fields))}).")
         unknown = [s for s in g.seeded if s not in g.sweeps]

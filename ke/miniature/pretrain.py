@@ -273,7 +273,8 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
     final_marker = out_dir / f"step{cfg.steps}" / "ke_checkpoint.json"
     if final_marker.exists():
         if read_cached(final_marker, _config_dict(cfg)) is None:
-            raise UserError(f"--out {out_dir} holds a finished run with another configuration; use a new --out folder.")
+            raise UserError(f"{out_dir} holds a finished run of another configuration; delete that folder to train this "
+                            "one there, or choose another output folder (a preset's run_dir).")
         return checkpoints
 
     tokenizer = _load_tokenizer(tokenizer_dir)
@@ -285,8 +286,8 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
     resume_path = out_dir / RESUME_FILE
     state = torch.load(resume_path, weights_only=False) if resume_path.exists() else None
     if state is not None and state["config"] != _config_dict(cfg):
-        raise UserError(f"--out {out_dir} holds a run with another configuration; "
-                        "use a new --out folder or the same settings.")
+        raise UserError(f"{out_dir} holds an interrupted run of another configuration; delete that folder to train "
+                        "this one there, or choose another output folder (a preset's run_dir).")
     if state is None:
         start = 0
         model = build_model(cfg, tokenizer)
