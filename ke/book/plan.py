@@ -4,9 +4,10 @@
 (paths, configurations, settings), `execute(item)` runs one item (or returns its cached result), and the chapters
 look items up in the plan to read their results. `ke plan --preset NAME` prints the plan without a network or a GPU.
 
-Work, in dependency order (`Plan.stages`): the generated world and tokenizer; pretraining runs (one per zoo model
-and seed); per-checkpoint measurements (entropy on each corpus, world-fact accuracy); resuscitated checkpoints
-(Algorithm 1 with a measured C-bar); continual-learning runs; entity perplexities (Fig. 10).
+Work, in dependency order (`Plan.work()`): the generated world and tokenizer; pretraining runs (one per zoo model and
+seed, and the regime study's cells); per-checkpoint measurements (entropy on each corpus, world-fact accuracy);
+resuscitated checkpoints (Algorithm 1 with a measured C-bar); continual-learning runs, entity perplexities (Fig. 10)
+and the resuscitated checkpoints' entropies.
 Artifacts live under the preset's run_dir, one folder per item: <kind>/<model>/seed<k>/step<N>/...
 """
 from __future__ import annotations
@@ -532,6 +533,9 @@ def describe(plan: Plan) -> str:
                                if r.config.attention_temperature != 1 else {})} for r in plan.continual],
         "resuscitated_checkpoints": [{"checkpoint": r.checkpoint.tag, "ratio": r.ratio, "factor": r.factor,
                                       "coefficients": str(r.coefficients)} for r in plan.resuscitations],
+        "regime_cells": [{"sweep": c.sweep, "cell": c.cell, "seeds": sorted(c.runs), "steps": c.config.steps,
+                          "weight_decay": c.config.weight_decay, "hidden_size": c.config.hidden_size,
+                          "lr_shape": c.config.lr_shape, "family": c.config.family} for c in plan.regime],
         "knowledge": sorted({r.knowledge for r in plan.continual}),
         "tasks": sorted({f"{', '.join(r.tasks.names)} (lm-eval; local tasks in {r.tasks.include_path})"
                          if r.tasks and r.tasks.include_path else ", ".join(r.tasks.names) if r.tasks else "none"
