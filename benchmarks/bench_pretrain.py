@@ -1,7 +1,7 @@
 """What bounds the miniature's pretraining on a CPU: ke.miniature.pretrain.pretrain against a minimal plain-PyTorch
 loop, the model's FLOPs/s against this machine's matmul peak, and the knobs that could raise tokens/s.
 
-    .venv/bin/python benchmarks/bench_pretrain.py                   # every part on four shapes (~25 min)
+    .venv/bin/python benchmarks/bench_pretrain.py                   # every part on four shapes (~20-25 min)
     .venv/bin/python benchmarks/bench_pretrain.py --quick           # a smoke run of every part (~2 min)
     .venv/bin/python benchmarks/bench_pretrain.py --parts a --shapes h64-v2048 --repeats 5
 
