@@ -59,7 +59,7 @@ def real(tmp_path_factory, tokenizer_dir):
             "knowledge": str(FICTIONAL_KNOWLEDGE),
             "tasks": {"names": ["facts"], "include_path": str(root / "tasks")},
             "entities": False, "starts": {"olmo": [10, 20, 30], "pythia": [10, 30]}, "table_starts": [10, 30],
-            "config": {"steps": 2, "batch_size": 80, "seq_len": 32, "injections": 2, "eval_every": 2},
+            "config": {"steps": 2, "batch_size": 100, "seq_len": 32, "injections": 2, "eval_every": 2},
             "settings": {"baseline": {}, "lr_div4": {"lr": 1.0e-4}}},
         "resuscitation": {"factors": [2.0], "ratios": [0.5, 0.9], "temperatures": [2.0], "mids": [20, 30]},
     }
@@ -89,10 +89,10 @@ def test_the_papers_knowledge_and_lm_eval_tasks_were_used(real):
     assert set(result["tasks_PT"]) == {"facts"} and result["P_PT"] is not None
     by_kind = result["K_PT_by_kind"]
     assert set(by_kind) == {"memorization", "semantic", "composition"}
-    # the paper's 70 paraphrase and 60 once paragraphs (76 items per injection fit the batch of 80 rows)
+    # the paper's 70 paraphrase and 60 once paragraphs (two injections of 70 + 30 fill the batch of 100 rows)
     run = plan.run("olmo", 30)
     knowledge = load_fictional_knowledge(run.knowledge)
-    assert (len(knowledge.paraphrase), len(knowledge.once)) == (70, 60) and run.config.batch_size == 80
+    assert (len(knowledge.paraphrase), len(knowledge.once)) == (70, 60) and run.config.batch_size == 100
     assert result["provenance"]["items_longer_than_seq_len"] > 0  # 32-token rows cut the paragraphs
     record = json.loads((plan.measurement(plan.checkpoint("olmo", 30)).out_dir / "entropy.json").read_text())
     assert record["provenance"]["input"] == "token_ids" and record["num_docs"] == 24

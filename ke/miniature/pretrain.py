@@ -81,6 +81,7 @@ class PretrainConfig:
     lr_floor: float = 0.1              # final lr = lr_floor x peak (cosine)
     lr_shape: str = "cosine"           # or "linear" (OLMo-7B's decay), "constant" (no decay after warmup)
     weight_decay: float = 0.1
+    tie_embeddings: bool = False       # output matrix = input embeddings (OLMo-1B's weight_tying); never decayed
     grad_clip: float = 1.0
     seed: int = 0
     save_steps: list[int] | None = None  # None -> default_save_steps(steps); the final step is always saved
@@ -178,7 +179,7 @@ def default_save_steps(steps: int) -> list[int]:
 # ----------------------------------------------------------------------------- model
 
 def build_model(cfg: PretrainConfig, tokenizer):
-    """A freshly initialised (seeded) OlmoForCausalLM or GPTNeoXForCausalLM, untied embeddings, default rope."""
+    """A freshly initialised (seeded) OlmoForCausalLM or GPTNeoXForCausalLM (embeddings tied if the config says so)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, OlmoConfig, OlmoForCausalLM
 
     validate(cfg)
@@ -186,7 +187,7 @@ def build_model(cfg: PretrainConfig, tokenizer):
                   num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
                   max_position_embeddings=cfg.seq_len,  # the context it is trained on (rope does not cap it)
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=0.02)
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=cfg.tie_embeddings, initializer_range=0.02)
     if cfg.family == "olmo":
         config = OlmoConfig(num_key_value_heads=cfg.num_heads, hidden_act=cfg.activation or "silu", **common)
         model_class = OlmoForCausalLM
