@@ -391,7 +391,7 @@ def save_resume(run: Run) -> None:
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    accelerator.save_state(str(tmp), safe_serialization=False)  # tied embeddings: torch.save keeps them as they are
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomically({"key": run.key, "step": run.step, "curve": run.curve}, tmp / RESUME_FILE)

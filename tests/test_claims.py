@@ -28,6 +28,7 @@ def test_checks_and_seeds():
     assert C.over_seeds([C.AGREES] * 3) == C.AGREES
     assert C.over_seeds([C.AGREES, C.NOT_SIGNIFICANT, C.AGREES]) == "partly (2 of 3 seeds)"
     assert C.over_seeds([C.DISAGREES, C.NOT_SIGNIFICANT]) == C.NOT_SIGNIFICANT
+    assert C.over_seeds([C.DISAGREES, C.NOT_SIGNIFICANT, C.DISAGREES]) == "disagrees (2 of 3 seeds)"
     assert C.over_seeds([C.DISAGREES, C.DISAGREES]) == C.DISAGREES
 
 

@@ -150,11 +150,14 @@ def test_decay_verdicts_on_series_with_a_known_answer():
 
 
 def test_conclusion_names_the_factor_that_switches_the_decay():
-    summaries = {"decay": [{"cell": "base", "verdict": C.AGREES}, {"cell": "S=0", "verdict": C.NOT_SIGNIFICANT}],
-                 "width": [{"cell": "base", "verdict": C.AGREES}, {"cell": "d=16", "verdict": C.AGREES}]}
+    summaries = {"decay": [{"cell": "base", "seeds": 3, "verdict": C.AGREES},
+                           {"cell": "S=0", "seeds": 1, "verdict": C.NOT_SIGNIFICANT}],
+                 "width": [{"cell": "base", "seeds": 3, "verdict": C.AGREES}, {"cell": "d=16", "seeds": 1,
+                                                                                "verdict": C.AGREES}]}
     text = R.conclusion(summaries)
-    assert "The decay follows **decay**" in text and "shows no significant decay in S=0" in text
-    assert "No single factor" in R.conclusion({"width": summaries["width"]})
+    assert "Changing **decay** alone turns a decay on or off" in text
+    assert "shows no significant decay in S=0 (1 seed)" in text and "decays in base (3 seeds)" in text
+    assert "No factor of these sweeps" in R.conclusion({"width": summaries["width"]})
 
 
 def test_paper_regimes_from_the_published_recipes():

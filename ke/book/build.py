@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import Interrupted, UserError
-from .plan import Plan, execute, make_plan
+from .plan import ENTROPY_VARIANTS, Plan, execute, make_plan
 from .presets import load_preset
 
 CHECKPOINT_TEMPLATE = "book/checkpoint.ipynb"  # executed once per analysed checkpoint (first seed of each model)
@@ -115,10 +115,10 @@ def _call(task):
     return function(*args)
 
 
-def run_parallel(tasks: list[tuple], jobs: int, desc: str, progress: bool = True) -> list:
+def run_parallel(tasks: list[tuple], jobs: int, desc: str, progress: bool = True, chunk: int = 1) -> list:
     """Run (function, args) tasks `jobs` at a time in fresh processes (one thread each when jobs > 1), with a
     progress bar; the first failure stops the rest (finished tasks stay cached) and is raised here.
-    On Ctrl-C the workers are terminated at once."""
+    On Ctrl-C the workers are terminated at once. `chunk` consecutive tasks go to the same worker."""
     from tqdm import tqdm
 
     if not tasks:
@@ -133,7 +133,8 @@ def run_parallel(tasks: list[tuple], jobs: int, desc: str, progress: bool = True
     gpus = [g for g in visible.split(",") if g] if visible else [str(i) for i in range(torch.cuda.device_count())]
     pool = context.Pool(min(jobs, len(tasks)), _init_worker, (threads, gpus, context.Value("i", 0)))
     try:
-        results = list(tqdm(pool.imap(_call, tasks), total=len(tasks), desc=desc, disable=not progress))
+        results = list(tqdm(pool.imap(_call, tasks, chunksize=chunk), total=len(tasks), desc=desc,
+                            disable=not progress))
         pool.close()
         return results
     finally:
@@ -146,7 +147,9 @@ def compute(plan: Plan, jobs: int, progress: bool = True) -> None:
     names = ("world", "pretraining", "measurements", "resuscitated checkpoints", "continual runs")
     for name, items in zip(names, plan.work()):
         started = time.time()
-        run_parallel([(execute, (item,)) for item in items], jobs if name != "world" else 1, name, progress)
+        # a checkpoint's measurements are consecutive: a chunk of them shares one loaded model in one worker
+        chunk = 1 + len(ENTROPY_VARIANTS) if name == "measurements" else 1
+        run_parallel([(execute, (item,)) for item in items], jobs if name != "world" else 1, name, progress, chunk)
         if items:
             print(f"[book] {len(items)} {name} ready in {time.time() - started:.0f} s", flush=True)
 

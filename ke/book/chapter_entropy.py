@@ -126,12 +126,29 @@ def facts(plan: Plan, rows_by_model: dict[str, list[dict]], claims: list[C.Claim
     sentences = []
     knowledge = world_knowledge(plan, primary)
     if knowledge:
-        final = knowledge[-1]
-        sentences.append(f"The final {plan.labels[primary]} answers the world-fact tasks at "
-                         f"{mean_accuracy(final):.1f}% (chance {100 * final['chance']:.0f}%).")
+        sentences.append(validity_sentence(knowledge[-1], plan.labels[primary]))
     r = rows_by_model[primary]
     if fig2:
         sentences.append(f"Its knowledge entropy goes from {r[0]['entropy_dolma']:.3f} nats at initialisation to "
                          f"{r[-1]['entropy_dolma']:.3f} at the end (maximum {maximum(r[0]):.3f}); from 20% of "
                          f"training on: {fig2.ours} — {fig2.verdict} with the paper's Fig. 2.")
     return {"title": "Knowledge entropy along pretraining", "sentences": sentences}
+
+
+def validity_sentence(record: dict, label: str) -> str:
+    """Does the final checkpoint know its world? Its mean accuracy against chance, with a one-sided binomial test
+    over all questions, and "well above chance" only at twice chance or more (a model that barely beats chance has
+    little to forget, so F compares near-chance accuracies)."""
+    from scipy import stats
+    accuracy, chance = mean_accuracy(record), 100 * record["chance"]
+    n = record.get("questions", 0)
+    test = (f"; binomial p = {stats.binomtest(round(accuracy * n / 100), n, chance / 100, 'greater').pvalue:.2g} "
+            f"over {n} questions" if n else "")
+    if accuracy >= 2 * chance:
+        verdict = "well above chance: it knows much of its world"
+    elif accuracy > chance:
+        verdict = ("above chance but far from knowing its world: forgetting F compares accuracies close to chance, "
+                   "and the chapters' F values mean little")
+    else:
+        verdict = "**at chance: it has not learned its world, and F means nothing**"
+    return f"The final {label} answers {accuracy:.1f}% (chance {chance:.0f}%{test}): {verdict}."

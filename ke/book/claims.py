@@ -59,15 +59,18 @@ def checks(flags) -> str:
 
 
 def over_seeds(verdicts: list[str]) -> str:
-    """One verdict from the same claim judged on each seed: unanimous verdicts stand; otherwise the share of
-    seeds that agree ("partly (k of n)"), or "not significant" when none agrees and not all disagree."""
+    """One verdict from the same claim judged on each seed: unanimous verdicts stand; otherwise the share of seeds
+    that agree ("partly (k of n seeds)"), or, when none agrees, "disagrees (k of n seeds)" if most seeds disagree,
+    else "not significant"."""
     verdicts = [v for v in verdicts if v != NOT_TESTED]
     if not verdicts:
         return NOT_TESTED
     if len(set(verdicts)) == 1:
         return verdicts[0]
-    agreeing = sum(v == AGREES for v in verdicts)
-    return f"partly ({agreeing} of {len(verdicts)} seeds)" if agreeing else NOT_SIGNIFICANT
+    agreeing, disagreeing, n = sum(v == AGREES for v in verdicts), sum(v == DISAGREES for v in verdicts), len(verdicts)
+    if agreeing:
+        return f"partly ({agreeing} of {n} seeds)"
+    return f"{DISAGREES} ({disagreeing} of {n} seeds)" if disagreeing > n / 2 else NOT_SIGNIFICANT
 
 
 def markdown(claims: list[Claim], with_figure: bool = True) -> str:
@@ -84,4 +87,4 @@ def markdown(claims: list[Claim], with_figure: bool = True) -> str:
 
 
 def emphasise(verdict: str) -> str:
-    return f"**{verdict}**" if verdict == DISAGREES else verdict
+    return f"**{verdict}**" if verdict.startswith(DISAGREES) else verdict

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from ..continual import ContinualConfig
@@ -23,7 +23,7 @@ from ..downstream import TaskSet
 from ..entropy import EntropySettings
 from ..errors import UserError
 from ..miniature.pretrain import PretrainConfig
-from ..miniature.world import WorldConfig, task_set
+from ..miniature.world import TASKS, WorldConfig, task_set
 from .presets import ModelSpec, Preset
 
 ENTROPY_VARIANTS = ("count_padding",)  # extra measurements of the Dolma role: the official code's padding
@@ -91,6 +91,7 @@ class FactCheck:
     checkpoint: CheckpointRef
     tasks: TaskSet
     chance: float
+    questions: int              # over all tasks
     device: str
     out_path: Path
 
@@ -315,30 +316,33 @@ def _plan_measurements(preset: Preset, plan: Plan) -> None:
         regime = preset.regime is not None and model == (preset.regime.base or preset.primary)
         bootstrap = preset.regime.bootstrap if regime else 0
         # the first seed on every corpus and variant; the others on the pretraining sample (what the seeds decide)
-        roles = None if seed == plan.seeds(model)[0] else ["dolma", *(["dolma_skip_first"] if regime else [])]
+        first = seed == plan.seeds(model)[0]
+        roles = None if first else ["dolma", *(["dolma_skip_first"] if regime else [])]
         for ref in refs:
-            plan.measurements += _measurements_of(preset, ref, roles, bootstrap)
+            plan.measurements += _measurements_of(preset, ref, roles, bootstrap, full=first)
             if preset.world is not None:
                 plan.fact_checks.append(FactCheck(ref, task_set(preset.world_dir), 1 / preset.world.task_choices,
-                                                  e.device, preset.run_dir / "tasks" / ref.tag / "tasks.json"))
+                                                  preset.world.task_questions * len(TASKS), e.device,
+                                                  preset.run_dir / "tasks" / ref.tag / "tasks.json"))
 
 
 def _measurements_of(preset: Preset, ref: CheckpointRef | Resuscitation, roles: list[str] | None = None,
-                     bootstrap: int = 0) -> list[Measurement]:
-    """Entropy on each corpus; on the Dolma role also attention, next-token and ReLU-variant entropy (and, with
-    `bootstrap`, intervals over documents and the variant without each document's first position), and the
-    official code's padding-counting variant."""
+                     bootstrap: int = 0, full: bool = True) -> list[Measurement]:
+    """Entropy on each corpus; on the Dolma role (with `full`) also attention, next-token and ReLU-variant entropy
+    (the costly part: eager attention weights and every position's logits), with `bootstrap` intervals over
+    documents and the variant without each document's first position; and the official code's padding-counting
+    variant."""
     e = preset.entropy
     roles = roles or [*e.corpora, *(f"dolma_{v}" for v in ENTROPY_VARIANTS), *(["dolma_skip_first"] if bootstrap else [])]
     out = []
     for role in roles:
-        full = role == "dolma"
-        settings = EntropySettings(seq_len=e.seq_len, batch_size=e.batch_size, attention=full, ntp=full, relu=full,
-                                   count_padding=role == "dolma_count_padding", skip_first=role == "dolma_skip_first",
-                                   per_document=full and bootstrap > 0)
+        main = role == "dolma"
+        settings = EntropySettings(seq_len=e.seq_len, batch_size=e.batch_size, attention=main and full,
+                                   ntp=main and full, relu=main and full, count_padding=role == "dolma_count_padding",
+                                   skip_first=role == "dolma_skip_first", per_document=main and bootstrap > 0)
         data = preset.resolve(e.corpora[role.split("_")[0]])
         out.append(Measurement(ref, role, data, settings, e.max_docs, e.device,
-                               preset.run_dir / "entropy" / ref.tag / role, bootstrap if full else 0))
+                               preset.run_dir / "entropy" / ref.tag / role, bootstrap if main else 0))
     return out
 
 
@@ -484,7 +488,8 @@ def _plan_regime(preset: Preset, plan: Plan) -> None:
                                                         preset.tokenizer_dir, out))
                     refs = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
                     for ref in refs:
-                        plan.measurements += _measurements_of(preset, ref, ["dolma", "dolma_skip_first"], g.bootstrap)
+                        plan.measurements += _measurements_of(preset, ref, ["dolma", "dolma_skip_first"], g.bootstrap,
+                                                              full=False)
                 runs[seed] = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
             plan.regime.append(RegimeCell(sweep, _cell_name(overrides), config, runs))
 
@@ -572,17 +577,29 @@ def execute(item: Item, progress: bool = False):
     raise TypeError(f"not a plan item: {item!r}")
 
 
+@lru_cache(maxsize=1)
+def _loaded(path: str, revision: str | None, dtype: str, device: str):
+    """The last checkpoint loaded in this process: a checkpoint's measurements (one per corpus and variant) run
+    one after another in one worker (run_parallel's chunks), so it is loaded once."""
+    from ..models import load_model
+    return load_model(path, revision, dtype=dtype, device=device)
+
+
 def _measure(item: Measurement, progress: bool) -> dict:
     """run_entropy, and with item.bootstrap the intervals over documents, kept in bootstrap.json (the per-document
     coefficients they come from are deleted afterwards: they are large and nothing else reads them)."""
-    from ..entropy import PER_DOCUMENT_FILE, bootstrap_entropy, load_per_document, run_entropy
+    from ..entropy import PER_DOCUMENT_FILE, bootstrap_entropy, entropy_key, load_per_document, run_entropy
     from ..storage import read_cached, write_cached
 
     path, revision = item.checkpoint.locate()
 
     def entropy():
+        key = entropy_key(path, revision, item.data, item.max_docs, item.checkpoint.dtype, item.settings)
+        loaded = None if read_cached(item.out_dir / "entropy.json", key) else \
+            _loaded(path, revision, item.checkpoint.dtype, item.device)
         return run_entropy(path, item.data, item.out_dir, revision=revision, max_docs=item.max_docs,
-                           settings=item.settings, dtype=item.checkpoint.dtype, device=item.device, progress=progress)
+                           settings=item.settings, dtype=item.checkpoint.dtype, device=item.device, progress=progress,
+                           loaded=loaded)
 
     record = entropy()
     if not item.bootstrap:
@@ -611,7 +628,8 @@ def _fact_check(item: FactCheck) -> dict:
     loaded = load_model(path, revision, dtype=item.checkpoint.dtype, device=item.device)
     accuracy = item.tasks.evaluate(loaded.model, loaded.tokenizer)
     record = {"step": item.checkpoint.step, "accuracy": {name.removeprefix("world_"): value
-                                                         for name, value in accuracy.items()}, "chance": item.chance}
+                                                         for name, value in accuracy.items()}, "chance": item.chance,
+              "questions": item.questions}
     return write_cached(record, item.out_path, key)
 
 
