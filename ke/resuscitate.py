@@ -13,7 +13,6 @@ model code. Scaling q_proj instead would not work in general: OLMo-2 and Qwen3 n
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 from . import __version__
 from .errors import UserError
 from .models import attention_modules, find_ffn_layers, load_model
-from .storage import write_json_atomically
+from .storage import read_cached, write_cached
 
 RECIPE_FILE = "ke_resuscitation.json"
 
@@ -125,7 +124,7 @@ def resuscitate_checkpoint(source: str, coefficients_file, ratio: float, factor:
     key = {"model": source, "revision": revision, "dtype": dtype, "ratio": ratio, "factor": factor,
            "coefficients_sha256": hashlib.sha256(coefficients_path.read_bytes()).hexdigest()}
     recipe_file = out_dir / RECIPE_FILE
-    if recipe_file.exists() and json.loads(recipe_file.read_text()).get("key") == key:
+    if read_cached(recipe_file, key) is not None:
         return out_dir
 
     loaded = load_model(source, revision, dtype=dtype)
@@ -136,10 +135,9 @@ def resuscitate_checkpoint(source: str, coefficients_file, ratio: float, factor:
     loaded.tokenizer.save_pretrained(out_dir)
     if (source_dir / "ke_checkpoint.json").is_file():
         shutil.copyfile(source_dir / "ke_checkpoint.json", out_dir / "ke_checkpoint.json")
-    record = {"key": key, "recipe": report,
-              "provenance": {**loaded.provenance, "source": source, "coefficients": str(coefficients_path),
-                             "ke_version": __version__}}
-    write_json_atomically(record, recipe_file)
+    record = {"recipe": report, "provenance": {**loaded.provenance, "source": source,
+                                               "coefficients": str(coefficients_path), "ke_version": __version__}}
+    write_cached(record, recipe_file, key)  # last: a folder without it is an unfinished one
     return out_dir
 
 

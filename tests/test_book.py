@@ -87,9 +87,9 @@ def test_the_plan_covers_every_run_the_chapters_read(built):
 def test_a_failing_item_stops_the_build_with_its_error(built):
     root, _, _ = built
     raw = yaml.safe_load((root / "parameters" / "smoke.yaml").read_text())
-    raw["name"] = "broken"   # the smoke zoo, but a batch too small for an injection
+    raw["name"] = "broken"   # the smoke book, plus a setting whose batch is too small for an injection
     raw["run_dir"] = "runs/smoke"
-    raw["continual"]["config"]["batch_size"] = 1
+    raw["continual"]["settings"]["tiny_batch"] = {"batch_size": 1}
     (root / "parameters" / "broken.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(UserError, match="batch"):   # raised in a worker process, surfaced here
         compute(make_plan(load_preset("broken", root=root)), jobs=2, progress=False)

@@ -296,6 +296,10 @@ def facts(plan: Plan, curves: dict[int, list[dict]], claims: list[C.Claim]) -> d
                      for s, (a, f) in by_start.items())
     trends = [c for c in claims if c.figure == "Fig. 4" and ("acquire less" in c.statement or "forget more"
                                                               in c.statement)]
+    positive = sum(a.mean > 0 for a, _ in by_start.values())
+    valid = (f"A > 0 (on average over the seeds) at {positive} of {len(by_start)} starts"
+             + ("" if positive else ": continual learning lowers the injected facts' log-probability everywhere, so A "
+                "measures degradation, not acquisition, and the paper's acquisition claims are not tested here"))
     return {"title": "Continual knowledge learning",
-            "sentences": [f"Acquisition and forgetting (%) by start, mean ± sd over {len(curves)} seeds: {text}."]
+            "sentences": [f"Acquisition and forgetting (%) by start, mean ± sd over {len(curves)} seeds: {text}; {valid}."]
             + [f"{c.statement}: {c.verdict}." for c in trends]}
