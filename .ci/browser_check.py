@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import fcntl
 import os
 import re
 import select
@@ -97,6 +98,12 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+def _above_9(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
 class Browser:
     """Headless Chromium spoken to over the DevTools pipe: `call(method, params)` returns the result and
     keeps the events that arrived in between in `events`."""
@@ -105,10 +112,17 @@ class Browser:
         self.profile = tempfile.TemporaryDirectory()
         to_browser, self._commands = os.pipe()
         self._replies, from_browser = os.pipe()
-        shell = f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}'  # the protocol's fixed descriptors
-        self.process = subprocess.Popen(["/bin/sh", "-c", shell, executable, *FLAGS,
-                                         f"--user-data-dir={self.profile.name}", "about:blank"],
-                                        pass_fds=(to_browser, from_browser),
+        # The protocol reads commands from descriptor 3 and writes replies to 4. Move the child's ends above 9
+        # first, so that placing them on 3 and 4 cannot overwrite one another (under pytest the pipes can land
+        # anywhere, including on 3 and 4). Every other descriptor Python opens is closed on exec.
+        to_browser, from_browser = (_above_9(fd) for fd in (to_browser, from_browser))
+
+        def place_descriptors():
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+
+        self.process = subprocess.Popen([executable, *FLAGS, f"--user-data-dir={self.profile.name}", "about:blank"],
+                                        preexec_fn=place_descriptors, close_fds=False,  # dup2 leaves 3, 4 open
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser)
         os.close(from_browser)
