@@ -31,11 +31,8 @@ import argparse
 import copy
 import gc
 import json
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -45,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.data import pad_rows  # noqa: E402
 from ke.entropy import EntropySettings, measure  # noqa: E402
+from memory import median_rss_growth, peak_tensor_bytes, print_peak_rss_growth  # noqa: E402
 
 
 @dataclass
@@ -135,37 +133,11 @@ def run_variant(bench: Bench, name: str):
     return {"a": plain_forward, "b": ke_measure, "n": nnsight_measure}[name](bench)
 
 
-def peak_tensor_bytes(bench: Bench, name: str) -> int:
-    """Peak bytes of live tensors allocated during one run of a variant (torch profiler, profile_memory)."""
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run_variant(bench, name)
-    with tempfile.TemporaryDirectory() as folder:
-        prof.export_chrome_trace(f"{folder}/trace.json")
-        events = json.loads(Path(f"{folder}/trace.json").read_text())["traceEvents"]
-    return max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]")
-
-
-def proc_status_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
-
-
 def rss_child(cfg: BenchConfig, name: str) -> None:
     """One variant in this fresh process (after one untimed run): print its peak RSS growth in bytes."""
     bench = build(cfg)
     run_variant(bench, name)
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
-    before = proc_status_kib("VmRSS")
-    run_variant(bench, name)
-    print(json.dumps({"peak_growth": (proc_status_kib("VmHWM") - before) * 1024}))
-
-
-def rss_growth(cfg: BenchConfig, name: str, runs: int) -> float:
-    command = [sys.executable, __file__, "--rss-child", name, "--config", json.dumps(asdict(cfg))]
-    return statistics.median(
-        json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-        ["peak_growth"] for _ in range(runs))
+    print_peak_rss_growth(lambda: run_variant(bench, name))
 
 
 def main() -> None:
@@ -210,10 +182,11 @@ def main() -> None:
             run_variant(bench, name)
             if round_:
                 times[name].append(time.perf_counter() - start)
-    memory = {name: peak_tensor_bytes(bench, name) for name in names}
+    memory = {name: peak_tensor_bytes(lambda: run_variant(bench, name)) for name in names}
     del bench
     gc.collect()
-    rss = {name: rss_growth(cfg, name, args.rss) for name in names} if args.rss else {}
+    child = [sys.executable, __file__, "--config", json.dumps(asdict(cfg)), "--rss-child"]
+    rss = {name: median_rss_growth([*child, name], args.rss) for name in names} if args.rss else {}
 
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"\n{'variant':<26}{'median s':>9}{'min-max s':>14}{'/ (a)':>7}{'/ (b)':>7}{'peak MiB':>10}{'/ (a)':>7}"

@@ -369,7 +369,7 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.2f}")
         if "a" in parts:
             a = part_a(s, steps, repeats)
-            print(f"(a) seconds, median (min-max): " + "; ".join(
+            print("(a) seconds, median (min-max): " + "; ".join(
                 f"{k} {v:.2f} ({a['spread'][k][0]:.2f}-{a['spread'][k][1]:.2f})" for k, v in a["medians"].items()))
             print(f"(a) pretrain / plain tokens/s: per step {a['per_step_ratio']:.3f} (pretrain "
                   f"{a['tokens_per_s_pretrain']:.0f}, plain {a['tokens_per_s_plain']:.0f} tokens/s); end to end at "
