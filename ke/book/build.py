@@ -43,7 +43,9 @@ def write_kernel(root: Path) -> Path:
     folder = root / "_build" / "jupyter"
     spec = folder / "kernels" / KERNEL / "kernel.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
-    spec.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    # log level ERROR: ipykernel >= 7 warns on every start that its local TCP sockets are unencrypted
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"]
+    spec.write_text(json.dumps({"argv": argv,
                                 "display_name": "Python (ke)", "language": "python"}))
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("JUPYTER_PATH")])])
     return folder
@@ -135,11 +137,14 @@ def run_parallel(tasks: list[tuple], jobs: int, desc: str, progress: bool = True
     try:
         results = list(tqdm(pool.imap(_call, tasks, chunksize=chunk), total=len(tasks), desc=desc,
                             disable=not progress))
-        pool.close()
-        return results
-    finally:
+    except BaseException:
         pool.terminate()   # after a failure or Ctrl-C: stop the running and queued tasks now
+        raise
+    else:
+        pool.close()       # let the workers exit on their own, so that they release what they hold
+    finally:
         pool.join()
+    return results
 
 
 def compute(plan: Plan, jobs: int, progress: bool = True) -> None:
