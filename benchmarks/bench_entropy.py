@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.entropy import EntropySettings, measure  # noqa: E402
-from memory import median_rss_growth, peak_tensor_bytes, print_peak_rss_growth  # noqa: E402
+from measure import interleaved_times, peak_tensor_bytes, print_peak_rss_growth, rss_growths  # noqa: E402
 from ke.models import find_ffn_layers  # noqa: E402
 
 
@@ -160,18 +160,11 @@ def main():
     torch.testing.assert_close(ke_measure(bench), keep_all_coefficients(bench), rtol=1e-4, atol=1e-6)
 
     names = list(VARIANTS)
-    times = {name: [] for name in names}
-    for round_ in range(cfg.repeats + 1):  # round 0 is the warm-up
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            start = time.perf_counter()
-            run_variant(bench, name)
-            if round_:
-                times[name].append(time.perf_counter() - start)
+    times = interleaved_times(lambda name: run_variant(bench, name), names, cfg.repeats)
     memory = {name: peak_tensor_bytes(lambda: run_variant(bench, name)) for name in names}
     del bench
     gc.collect()
-    child = [sys.executable, __file__, "--config", json.dumps(asdict(cfg)), "--rss-child"]
-    rss = {name: median_rss_growth([*child, name], args.rss) for name in names} if args.rss else {}
+    rss = rss_growths(__file__, asdict(cfg), names, args.rss)
 
     kept = cfg.layers * cfg.batch_size * cfg.seq_len * cfg.ffn * 4
     print(f"\n(c) keeps {cfg.layers} x {cfg.batch_size} x {cfg.seq_len} x {cfg.ffn} float32 = {kept / 2**20:.0f} MiB "

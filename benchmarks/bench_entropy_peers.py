@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.data import pad_rows  # noqa: E402
 from ke.entropy import EntropySettings, measure  # noqa: E402
-from memory import median_rss_growth, peak_tensor_bytes, print_peak_rss_growth  # noqa: E402
+from measure import interleaved_times, peak_tensor_bytes, print_peak_rss_growth, rss_growths  # noqa: E402
 
 
 @dataclass
@@ -175,18 +175,11 @@ def main() -> None:
           f"{float(((nnsight_cbar - ke_cbar).abs() / ke_cbar.abs()).max()):.1e})")
 
     names = list(VARIANTS)
-    times = {name: [] for name in names}
-    for round_ in range(cfg.repeats + 1):  # round 0 is the warm-up
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            start = time.perf_counter()
-            run_variant(bench, name)
-            if round_:
-                times[name].append(time.perf_counter() - start)
+    times = interleaved_times(lambda name: run_variant(bench, name), names, cfg.repeats)
     memory = {name: peak_tensor_bytes(lambda: run_variant(bench, name)) for name in names}
     del bench
     gc.collect()
-    child = [sys.executable, __file__, "--config", json.dumps(asdict(cfg)), "--rss-child"]
-    rss = {name: median_rss_growth([*child, name], args.rss) for name in names} if args.rss else {}
+    rss = rss_growths(__file__, asdict(cfg), names, args.rss)
 
     median = {name: statistics.median(t) for name, t in times.items()}
     print(f"\n{'variant':<26}{'median s':>9}{'min-max s':>14}{'/ (a)':>7}{'/ (b)':>7}{'peak MiB':>10}{'/ (a)':>7}"

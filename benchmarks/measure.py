@@ -1,0 +1,61 @@
+"""What the benchmarks share: variants timed in one process in a rotating order, peak bytes of live tensors
+(deterministic) and peak RSS growth in fresh subprocesses (what the operating system sees, blurred by allocator
+caches)."""
+from __future__ import annotations
+
+import gc
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def interleaved_times(run, names: list[str], repeats: int) -> dict[str, list[float]]:
+    """Seconds of `run(name)` for every variant, `repeats` rounds after an untimed warm-up round, the order rotating
+    from round to round so that the machine's noise falls on every variant alike."""
+    times = {name: [] for name in names}
+    for round_ in range(repeats + 1):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            start = time.perf_counter()
+            run(name)
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def peak_tensor_bytes(run) -> int:
+    """Peak bytes of live tensors allocated while `run()` executes (torch profiler, profile_memory): deterministic,
+    unlike process RSS, which glibc arenas and thread scratch buffers blur by tens of MiB."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    with tempfile.TemporaryDirectory() as folder:
+        prof.export_chrome_trace(f"{folder}/trace.json")
+        events = json.loads(Path(f"{folder}/trace.json").read_text())["traceEvents"]
+    return max(e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]")
+
+
+def _status_kib(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+
+
+def print_peak_rss_growth(run) -> None:
+    """In a fresh process: print (as the last line, JSON) the peak RSS growth in bytes while `run()` executes."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+    before = _status_kib("VmRSS")
+    run()
+    print(json.dumps({"peak_growth": (_status_kib("VmHWM") - before) * 1024}))
+
+
+def rss_growths(script: str, config: dict, names: list[str], runs: int) -> dict[str, float]:
+    """Per variant, the median over `runs` fresh processes of `script --config JSON --rss-child NAME` (which ends
+    in print_peak_rss_growth) of their peak RSS growth; empty when runs is 0."""
+    def one(name):
+        command = [sys.executable, script, "--config", json.dumps(config), "--rss-child", name]
+        return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    return {name: statistics.median(one(name)["peak_growth"] for _ in range(runs)) for name in names} if runs else {}
