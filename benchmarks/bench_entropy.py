@@ -30,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.entropy import EntropySettings, measure  # noqa: E402
-from measure import interleaved_times, peak_tensor_bytes, print_peak_rss_growth, rss_growths  # noqa: E402
+from measure import (add_rss_arguments, interleaved_times, peak_tensor_bytes,  # noqa: E402
+                     print_peak_rss_growth, rss_growths)
 from ke.models import find_ffn_layers  # noqa: E402
 
 
@@ -139,10 +140,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small model and batches (seconds)")
     parser.add_argument("--repeats", type=int, help="timed runs per variant after the warm-up round")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--rss", type=int, default=0, metavar="RUNS",
-                        help="also peak RSS growth, median of RUNS fresh subprocesses per variant (slow, noisy)")
-    parser.add_argument("--rss-child", choices=list(VARIANTS), help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
+    add_rss_arguments(parser, VARIANTS)
     args = parser.parse_args()
     if args.rss_child:
         return rss_child(BenchConfig(**json.loads(args.config)), args.rss_child)

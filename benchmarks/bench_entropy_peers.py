@@ -42,7 +42,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.data import pad_rows  # noqa: E402
 from ke.entropy import EntropySettings, measure  # noqa: E402
-from measure import interleaved_times, peak_tensor_bytes, print_peak_rss_growth, rss_growths  # noqa: E402
+from measure import (add_rss_arguments, interleaved_times, peak_tensor_bytes,  # noqa: E402
+                     print_peak_rss_growth, rss_growths)
 
 
 @dataclass
@@ -148,10 +149,7 @@ def main() -> None:
     parser.add_argument("--num-docs", type=int, help="documents measured per run (default 2)")
     parser.add_argument("--repeats", type=int, help="timed rounds after the warm-up round")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--rss", type=int, default=0, metavar="RUNS",
-                        help="also peak RSS growth, median of RUNS fresh subprocesses per variant (slow)")
-    parser.add_argument("--rss-child", choices=list(VARIANTS), help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
+    add_rss_arguments(parser, VARIANTS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

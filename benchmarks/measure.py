@@ -52,6 +52,15 @@ def print_peak_rss_growth(run) -> None:
     print(json.dumps({"peak_growth": (_status_kib("VmHWM") - before) * 1024}))
 
 
+def add_rss_arguments(parser, variants) -> None:
+    """--rss RUNS, and the hidden options by which rss_growths starts a variant in a fresh process."""
+    import argparse
+    parser.add_argument("--rss", type=int, default=0, metavar="RUNS",
+                        help="also peak RSS growth, median of RUNS fresh subprocesses per variant (slow, noisy)")
+    parser.add_argument("--rss-child", choices=list(variants), help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+
+
 def rss_growths(script: str, config: dict, names: list[str], runs: int) -> dict[str, float]:
     """Per variant, the median over `runs` fresh processes of `script --config JSON --rss-child NAME` (which ends
     in print_peak_rss_growth) of their peak RSS growth; empty when runs is 0."""

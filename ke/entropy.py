@@ -514,20 +514,12 @@ def bootstrap_entropy(per_document: torch.Tensor, draws: int = 1000, level: floa
     the documents (multinomial counts, one matrix product for all draws), averages their C-bar (Eq. 2) and takes
     the entropies. Normal intervals around the full-sample value, from the draws' standard deviation: the entropy
     of a resampled mean is biased low (entropy is concave), so percentile intervals would sit below it."""
-    from scipy import stats as scipy_stats
+    from .stats import interval, resampled_means
 
     c = per_document.double()
-    n, layers, m = c.shape
-    generator = torch.Generator().manual_seed(seed)
-    counts = torch.multinomial(torch.full((n,), 1.0 / n, dtype=torch.float64), n * draws, replacement=True,
-                               generator=generator).reshape(draws, n)
-    weights = torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, counts, torch.ones_like(counts,
-                                                                                                  dtype=torch.float64))
-    means = (weights @ c.reshape(n, -1) / n).reshape(draws, layers, m)
-    layer_h = entropy_of(means)                                   # [draws, layers]
+    layer_h = entropy_of(resampled_means(c, draws, seed))        # [draws, layers]
     full = entropy_of(c.mean(0))                                  # [layers]
-    z = float(scipy_stats.norm.ppf(0.5 + level / 2))
-    total_half, layer_half = z * float(layer_h.sum(1).std()), (z * layer_h.std(0)).tolist()
-    return {"draws": draws, "level": level, "seed": seed, "documents": n,
-            "knowledge_entropy": [float(full.sum()) - total_half, float(full.sum()) + total_half],
-            "layer_entropy": [[float(h) - d, float(h) + d] for h, d in zip(full, layer_half)]}
+    lows, highs = interval(layer_h, full, level, "normal")
+    return {"draws": draws, "level": level, "seed": seed, "documents": c.shape[0],
+            "knowledge_entropy": list(interval(layer_h.sum(1), full.sum(), level, "normal")),
+            "layer_entropy": [[low, high] for low, high in zip(lows, highs)]}

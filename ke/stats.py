@@ -95,29 +95,49 @@ def correlation(x, y) -> dict:
     return {"pearson_r": r, "pearson_p": p, "spearman_r": rank.rho, "spearman_p": rank.p, "n": len(x)}
 
 
-def bootstrap_interval(samples: np.ndarray, statistic, *, draws: int = 1000, level: float = 0.95,
-                       seed: int = 0, method: str = "percentile") -> tuple[float, float]:
-    """Bootstrap interval of statistic(mean of resampled rows) over the rows (e.g. documents) of `samples` [n, ...]:
-    each draw reweights the rows by multinomial counts, so a draw costs one matrix product.
-    method "percentile": the draws' quantiles; "normal": the full-sample value +- z x the draws' standard deviation,
-    for a statistic whose resampled values are biased (an entropy of a mean: concave, so resampling lowers it and
-    the percentile interval can miss the full-sample value)."""
-    samples = np.asarray(samples, dtype=float)
+def resampled_means(samples, draws: int, seed: int):
+    """Bootstrap draws of the mean over the rows (e.g. documents) of `samples` [n, ...], float64 [draws, ...]: each
+    draw reweights the rows by multinomial counts, so all draws together cost one matrix product."""
+    import torch
+
+    samples = torch.as_tensor(samples, dtype=torch.float64)
     n = samples.shape[0]
     if n < 2:
         raise UserError(f"a bootstrap needs at least 2 samples; got {n}.")
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=draws)                 # [draws, n]
-    means = (counts @ samples.reshape(n, -1) / n).reshape(draws, *samples.shape[1:])
-    values = np.array([statistic(m) for m in means])
-    tail = (1 - level) / 2
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.multinomial(torch.full((n,), 1.0 / n, dtype=torch.float64), n * draws, replacement=True,
+                              generator=generator).reshape(draws, n)
+    counts = torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones_like(picks,
+                                                                                              dtype=torch.float64))
+    return (counts @ samples.reshape(n, -1) / n).reshape(draws, *samples.shape[1:])
+
+
+def interval(values, center, level: float = 0.95, method: str = "percentile"):
+    """The interval (low, high) from a statistic's bootstrap draws `values` [draws] (floats), or [draws, k] with
+    `center` [k] (k intervals: two lists). "percentile": the draws' quantiles; "normal": the full-sample value
+    `center` +- z x the draws' standard deviation, for a statistic whose resampled values are biased (an entropy
+    of a mean: concave, so resampling lowers it and the percentile interval can miss `center`)."""
+    import torch
+
+    values = torch.as_tensor(values, dtype=torch.float64)
     if method == "normal":
         from scipy import stats as scipy_stats
-        center, half = statistic(samples.mean(0)), float(scipy_stats.norm.ppf(1 - tail) * values.std(ddof=1))
-        return float(center - half), float(center + half)
+        half = float(scipy_stats.norm.ppf(0.5 + level / 2)) * values.std(0)
+        center = torch.as_tensor(center, dtype=torch.float64)
+        return (center - half).tolist(), (center + half).tolist()
     if method != "percentile":
         raise UserError(f"the bootstrap method must be percentile or normal; got {method!r}.")
-    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+    tail = (1 - level) / 2
+    return np.quantile(values.numpy(), tail, axis=0).tolist(), np.quantile(values.numpy(), 1 - tail, axis=0).tolist()
+
+
+def bootstrap_interval(samples: np.ndarray, statistic, *, draws: int = 1000, level: float = 0.95,
+                       seed: int = 0, method: str = "percentile") -> tuple[float, float]:
+    """Bootstrap interval of statistic(mean of resampled rows) over the rows of `samples` [n, ...] (numpy in, the
+    statistic called on each draw's mean row)."""
+    samples = np.asarray(samples, dtype=float)
+    values = [statistic(m) for m in resampled_means(samples, draws, seed).numpy()]
+    return interval(values, float(statistic(samples.mean(0))), level, method)
 
 
 @dataclass(frozen=True)
