@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.entropy import EntropySettings, measure  # noqa: E402
-from measure import (add_rss_arguments, interleaved_times, peak_tensor_bytes,  # noqa: E402
+from measure import (add_rss_arguments, interleaved_times, random_olmo, peak_tensor_bytes,  # noqa: E402
                      print_peak_rss_growth, rss_growths)
 from ke.models import find_ffn_layers  # noqa: E402
 
@@ -68,22 +68,7 @@ class Bench:
 def build(cfg: BenchConfig) -> Bench:
     """Random OLMo-shaped model; a word-level tokenizer where the word "t<i>" is token i, so each document
     tokenizes to exactly the random ids it was written from."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, OlmoConfig, PreTrainedTokenizerFast
-    from transformers.utils import logging
-    logging.disable_progress_bar()
-    torch.manual_seed(cfg.seed)
-    config = OlmoConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, intermediate_size=cfg.ffn,
-                        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-                        max_position_embeddings=cfg.seq_len, tie_word_embeddings=True,
-                        pad_token_id=1, bos_token_id=None, eos_token_id=0)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    specials = ["<eos>", "<pad>", "<unk>"]  # ids 0, 1, 2; not "t0".. since special tokens match inside words
-    vocab = {**{s: i for i, s in enumerate(specials)}, **{f"t{i}": i for i in range(len(specials), cfg.vocab)}}
-    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<eos>", pad_token="<pad>",
-                                        unk_token="<unk>")
+    model, tokenizer = random_olmo(cfg.vocab, cfg.hidden, cfg.ffn, cfg.layers, cfg.heads, cfg.seq_len, cfg.seed)
     ids = torch.randint(3, cfg.vocab, (cfg.num_batches * cfg.batch_size, cfg.seq_len))
     documents = [" ".join(f"t{i}" for i in row) for row in ids.tolist()]
     assert tokenizer(documents[:1])["input_ids"][0] == ids[0].tolist()

@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.data import pad_rows  # noqa: E402
 from ke.entropy import EntropySettings, measure  # noqa: E402
-from measure import (add_rss_arguments, interleaved_times, peak_tensor_bytes,  # noqa: E402
+from measure import (add_rss_arguments, interleaved_times, random_olmo, peak_tensor_bytes,  # noqa: E402
                      print_peak_rss_growth, rss_growths)
 
 
@@ -76,22 +76,7 @@ class Bench:
 
 def build(cfg: BenchConfig) -> Bench:
     import nnsight
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, OlmoConfig, PreTrainedTokenizerFast
-    from transformers.utils import logging
-    logging.disable_progress_bar()
-    torch.manual_seed(cfg.seed)
-    config = OlmoConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden, intermediate_size=cfg.ffn,
-                        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-                        max_position_embeddings=cfg.seq_len, tie_word_embeddings=True,
-                        pad_token_id=1, bos_token_id=None, eos_token_id=0)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    specials = ["<eos>", "<pad>", "<unk>"]  # ids 0, 1, 2
-    vocab = {**{s: i for i, s in enumerate(specials)}, **{f"t{i}": i for i in range(len(specials), cfg.vocab)}}
-    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<eos>", pad_token="<pad>",
-                                        unk_token="<unk>")
+    model, tokenizer = random_olmo(cfg.vocab, cfg.hidden, cfg.ffn, cfg.layers, cfg.heads, cfg.seq_len, cfg.seed)
     lengths = [cfg.seq_len if i % 2 == 0 else 3 * cfg.seq_len // 4 for i in range(cfg.num_docs)]
     rows = [torch.randint(3, cfg.vocab, (n,)).tolist() for n in lengths]
     documents = [" ".join(f"t{i}" for i in row) for row in rows]

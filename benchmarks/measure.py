@@ -14,6 +14,28 @@ import time
 from pathlib import Path
 
 
+def random_olmo(vocab: int, hidden: int, ffn: int, layers: int, heads: int, seq_len: int, seed: int):
+    """A randomly initialised OLMo model (tied embeddings, as OLMo-1B) and a word-level tokenizer that maps the word
+    `t<i>` to token i (ids 0-2 are <eos>, <pad>, <unk>), so that documents of random ids tokenize back exactly."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, OlmoConfig, PreTrainedTokenizerFast
+    from transformers.utils import logging
+    logging.disable_progress_bar()
+    torch.manual_seed(seed)
+    config = OlmoConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                        num_attention_heads=heads, max_position_embeddings=seq_len, tie_word_embeddings=True,
+                        pad_token_id=1, bos_token_id=None, eos_token_id=0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    specials = ["<eos>", "<pad>", "<unk>"]  # not "t0".., since special tokens match inside words
+    words = Tokenizer(models.WordLevel({**{s: i for i, s in enumerate(specials)},
+                                        **{f"t{i}": i for i in range(len(specials), vocab)}}, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<eos>", pad_token="<pad>",
+                                        unk_token="<unk>")
+    return model, tokenizer
+
+
 def interleaved_times(run, names: list[str], repeats: int) -> dict[str, list[float]]:
     """Seconds of `run(name)` for every variant, `repeats` rounds after an untimed warm-up round, the order rotating
     from round to round so that the machine's noise falls on every variant alike."""
