@@ -523,3 +523,22 @@ def bootstrap_entropy(per_document: torch.Tensor, draws: int = 1000, level: floa
     return {"draws": draws, "level": level, "seed": seed, "documents": c.shape[0],
             "knowledge_entropy": list(interval(layer_h.sum(1), full.sum(), level, "normal")),
             "layer_entropy": [[low, high] for low, high in zip(lows, highs)]}
+
+
+def entropy_change(start: torch.Tensor, end: torch.Tensor, measured: float, draws: int = 1000, level: float = 0.95,
+                   seed: int = 0) -> dict:
+    """Change of knowledge entropy between two checkpoints measured on the same documents, with a paired bootstrap
+    interval: from the per-document mean |coefficients| [docs, layers, ffn_dim] of each (EntropySettings.per_document),
+    every draw resamples the documents once for both checkpoints and takes end minus start. The interval is normal,
+    around `measured` (the measurements' own difference), from the draws' standard deviation (see bootstrap_entropy).
+    Pairing removes the documents' shared sampling noise, so the interval is narrower than two separate ones."""
+    from .stats import interval, resampled_means
+
+    if start.shape != end.shape:
+        raise UserError(f"the two checkpoints were measured on different samples ({tuple(start.shape)} against "
+                        f"{tuple(end.shape)}); measure both on the same documents.")
+    both = torch.stack([start.double(), end.double()], 1)              # [docs, 2, layers, ffn_dim]
+    h = entropy_of(resampled_means(both, draws, seed)).sum(-1)          # [draws, 2]
+    low, high = interval(h[:, 1] - h[:, 0], measured, level, "normal")
+    return {"change": measured, "interval": [float(low), float(high)], "draws": draws, "level": level,
+            "documents": start.shape[0]}

@@ -314,12 +314,12 @@ def _plan_measurements(preset: Preset, plan: Plan) -> None:
     e = preset.entropy
     for (model, seed), refs in plan.checkpoints.items():
         regime = preset.regime is not None and model == (preset.regime.base or preset.primary)
-        bootstrap = preset.regime.bootstrap if regime else 0
+        bootstrap = preset.regime.bootstrap if regime else e.bootstrap
         # the first seed on every corpus and variant; the others on the pretraining sample (what the seeds decide)
         first = seed == plan.seeds(model)[0]
-        roles = None if first else ["dolma", *(["dolma_skip_first"] if regime else [])]
+        roles = None if first and e.extras else ["dolma", *(["dolma_skip_first"] if regime else [])]
         for ref in refs:
-            plan.measurements += _measurements_of(preset, ref, roles, bootstrap, full=first)
+            plan.measurements += _measurements_of(preset, ref, roles, bootstrap, full=first and e.extras)
             if preset.world is not None:
                 plan.fact_checks.append(FactCheck(ref, task_set(preset.world_dir), 1 / preset.world.task_choices,
                                                   preset.world.task_questions * len(TASKS), e.device,

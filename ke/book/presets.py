@@ -66,6 +66,10 @@ class EntropySection:
     seq_len: int = 128
     batch_size: int = 32
     device: str = "cpu"
+    bootstrap: int = 0              # bootstrap draws over documents for every model's Dolma-role entropy (0: none;
+    # the regime study's base model always has them)
+    extras: bool = True             # also attention / next-token / ReLU-variant entropy and the padding variant
+    # (False: knowledge entropy on each corpus only, e.g. for the pilots of the model system)
 
 
 @dataclass
@@ -236,6 +240,25 @@ def build(cls, mapping: dict, where: str, file: Path):
     return cls(**{k: _check_value(v, hints[k], f"{where}.{k}", file) for k, v in mapping.items()})
 
 
+def _read_yaml(path: Path, root: Path, seen: tuple = ()) -> dict:
+    """A preset file as a mapping; `extends: NAME` reads parameters/NAME.yaml first and merges this file over it
+    (mappings key by key, anything else replaced), so a preset carries only what it changes."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); fix the file.") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must be a mapping of preset sections (name, models, ...); got {raw!r}.")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    base_path = root / "parameters" / f"{base}.yaml"
+    if not base_path.is_file() or base_path in seen:
+        raise UserError(f"{path}: extends names {base!r}, which is "
+                        f"{'a cycle' if base_path in seen else 'no file in parameters/'}; name another preset.")
+    return _merge(_read_yaml(base_path, root, (*seen, path)), raw)
+
+
 def load_preset(name: str = "default", root: Path | None = None, **overrides) -> Preset:
     """Read parameters/<name>.yaml (or a YAML path) and apply section overrides (None keeps the file's value;
     Papermill passes a chapter's parameters this way)."""
@@ -244,10 +267,7 @@ def load_preset(name: str = "default", root: Path | None = None, **overrides) ->
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (root / "parameters").glob("*.yaml")))
         raise UserError(f"preset {name!r} does not exist; choose one of {known} or pass a YAML file.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); fix the file.") from None
+    raw = _read_yaml(path, root)
     unknown = [k for k in [*raw, *overrides] if k not in SECTIONS]
     if unknown:
         raise UserError(f"{path}: unknown section {unknown[0]!r}; the sections are {', '.join(SECTIONS)}.")
