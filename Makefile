@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup book test bench notebooks check-html readme-figure clean
+.PHONY: setup book test bench pilots notebooks check-html readme-figure clean
 
 $(BIN)/ke: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_entropy.py
+
+pilots: setup  # the model system's pilots on calibration seeds -> book/pilots.json (about an hour on 2 cores)
+	$(BIN)/ke pilots parameters/pilots/p*.yaml
 
 notebooks: setup
 	$(BIN)/python -m pip install -q jupyterlab

@@ -297,11 +297,34 @@ def run_plan_command(args):
     print(describe(make_plan(load_preset(args.preset))))
 
 
+def add_pilots(subparsers):
+    p = subparsers.add_parser("pilots", help="train and judge pilot families of the model system (book/pilots.json)",
+                              description="Train and measure pilot families (parameters/pilots/*.yaml: calibration "
+                                          "world and seeds), judge them by the validity criteria of ke.book.validity "
+                                          "and write their table, which the book page 'How the model system was "
+                                          "chosen' shows.")
+    p.add_argument("families", nargs="+", help="pilot family presets (YAML paths)")
+    p.add_argument("--out", default="book/pilots.json", help="the table (default book/pilots.json; rows of "
+                                                              "families not given are kept)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="processes working side by side (default 2)")
+    p.set_defaults(func=run_pilots_command)
+
+
+def run_pilots_command(args):
+    from .book.pilots import run_pilots
+    table = run_pilots(args.families, Path(args.out), args.jobs)
+    for key, row in table["families"].items():
+        met = "".join(k for k, ok in row["criteria"].items() if ok) or "none"
+        print(f"{key}: world {100 * row['world_accuracy']:.1f}%, A_para by start "
+              f"{', '.join(f'{v:+.1f}' for v in row['acquisition_para_by_start'].values())}, entropy change "
+              f"{', '.join(f'{v:+.3f}' for v in row['entropy_change_from_20pct'].values())} nats; meets: {met}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ke", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in (add_entropy, add_checkpoints, add_first_batch, add_pretrain, add_continual, add_resuscitate, add_book,
-                add_plan):
+                add_plan, add_pilots):
         add(subparsers)
     return parser
 

@@ -147,16 +147,61 @@ def run_parallel(tasks: list[tuple], jobs: int, desc: str, progress: bool = True
     return results
 
 
-def compute(plan: Plan, jobs: int, progress: bool = True) -> None:
+STAGES = ("world", "pretraining", "measurements", "resuscitated checkpoints", "continual runs")  # Plan.work()'s
+
+
+# glibc hands freed blocks back to the system and maps them anew on the next allocation, so every training step and
+# every loaded model faults its tensors' pages in again. On a 150-step pretraining run of the 1B role: 1.32 million
+# minor page faults and 3.0 s of system time for 18.5 s of user time by default, 60 thousand and 0.2 s with these
+# settings (benchmarks/README.md). Workers and kernels inherit them (glibc reads them when a process starts).
+ALLOCATOR = {"MALLOC_TRIM_THRESHOLD_": str(4 << 30), "MALLOC_TOP_PAD_": str(256 << 20),
+             "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+
+
+def keep_freed_memory() -> None:
+    """Set ALLOCATOR for the processes started from here on (a value the user set is kept)."""
+    for name, value in ALLOCATOR.items():
+        os.environ.setdefault(name, value)
+
+
+def matmul_rate(seconds: float = 0.5, n: int = 512) -> float:
+    """This machine's float32 matrix-multiply rate on one thread, in GFLOP/s: printed beside build times, so that
+    they compare across machines."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b   # warm up
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ b
+            count += 1
+        return 2 * n ** 3 * count / (time.perf_counter() - started) / 1e9
+    finally:
+        torch.set_num_threads(threads)
+
+
+def compute(plan: Plan, jobs: int, progress: bool = True) -> dict[str, float]:
     """Every planned item, stage by stage (a stage only needs earlier ones), `jobs` at a time."""
-    names = ("world", "pretraining", "measurements", "resuscitated checkpoints", "continual runs")
-    for name, items in zip(names, plan.work()):
+    return compute_stages(plan.work(), jobs, progress)
+
+
+def compute_stages(stages: list[list], jobs: int, progress: bool = True, label: str = "book") -> dict[str, float]:
+    """Items given as Plan.work()'s stages (those of several plans may be joined), stage by stage; returns each
+    stage's seconds."""
+    keep_freed_memory()
+    seconds = {}
+    for name, items in zip(STAGES, stages):
         started = time.time()
         # a checkpoint's measurements are consecutive: a chunk of them shares one loaded model in one worker
         chunk = 1 + len(ENTROPY_VARIANTS) if name == "measurements" else 1
         run_parallel([(execute, (item,)) for item in items], jobs if name != "world" else 1, name, progress, chunk)
+        seconds[name] = time.time() - started
         if items:
-            print(f"[book] {len(items)} {name} ready in {time.time() - started:.0f} s", flush=True)
+            print(f"[{label}] {len(items)} {name} ready in {seconds[name]:.0f} s", flush=True)
+    return seconds
 
 
 def done_count(plan: Plan) -> tuple[int, int]:
@@ -178,15 +223,19 @@ def build_book(name: str = "default", root: Path | None = None, warnings_as_erro
         raise UserError(f"--jobs must be a positive integer (processes working side by side); got {jobs}.")
     preset = load_preset(name, root)
     root, plan = preset.root, make_plan(preset)
+    print(f"[book] this machine multiplies float32 matrices at {matmul_rate():.0f} GFLOP/s on one thread", flush=True)
     started = time.time()
     try:
-        compute(plan, jobs, progress)
+        seconds = compute(plan, jobs, progress)
+        pages_started = time.time()
         index = _render(preset, plan, root, warnings_as_errors, force, jobs, progress, started)
+        seconds["pages and HTML"] = time.time() - pages_started
     except KeyboardInterrupt:
         done, total = done_count(plan)
         raise Interrupted(f"interrupted after {time.time() - started:.0f} s: {done} of {total} computed items are "
                           f"kept under {preset.run_dir}; run the same command again to resume.") from None
-    print(f"[book] built {index} in {time.time() - started:.0f} s", flush=True)
+    print(f"[book] built {index} in {time.time() - started:.0f} s (" +
+          ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()) + ")", flush=True)
     return index
 
 

@@ -1,0 +1,106 @@
+"""Page "How the model system was chosen": the validity criteria, the pilots' table (book/pilots.json, written by
+`ke pilots`), the choice the rule makes, and the chosen system's validity on the book's own seeds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import claims as C
+from .plan import Plan
+from .validity import CRITERIA, model_validity
+
+CHOICE_RULE = ("The families are run cheapest first (pretraining tokens, then the number of changes from the previous "
+               "default); the model system is the first family that meets (a), (b) and (c) on both calibration seeds, "
+               "and (d). If none does, the family that meets the most criteria (ties: the cheaper) is shown, and the "
+               "book says that no configuration met them.")
+
+
+def load_pilots(path: Path) -> dict:
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {"criteria": CRITERIA, "families": {}}
+
+
+def met(row: dict) -> list[str]:
+    return [k for k, ok in row["criteria"].items() if ok]
+
+
+def cost(row: dict) -> tuple:
+    """The rule's order: pretraining tokens, then the file order (which lists fewer changes first)."""
+    return row["tokens"], row["file"]
+
+
+def choose(pilots: dict) -> tuple[str | None, bool]:
+    """(the chosen family, whether it meets (a)-(c)): the cheapest meeting all, else the one meeting most."""
+    rows = sorted(pilots["families"].items(), key=lambda kv: cost(kv[1]))
+    if not rows:
+        return None, False
+    valid = [k for k, r in rows if set("abc") <= set(met(r))]
+    if valid:
+        return valid[0], True
+    return max(rows, key=lambda kv: (len(met(kv[1])), -kv[1]["tokens"]))[0], False
+
+
+def _seeds(values: dict, digits: int, unit: str = "") -> str:
+    return " / ".join(f"{v:+.{digits}f}{unit}" if unit != "%" else f"{100 * v:.1f}%" for v in values.values())
+
+
+def pilot_table(pilots: dict) -> str:
+    """One row per family, in the rule's order; numbers per calibration seed where they are per seed."""
+    out = ("| family | output matrix | S | tokens / param | window (passes) | final loss | world accuracy (a) | "
+           "mean A on paraphrases by start, % (b) | entropy change from 20%, nats [95% interval] (c) | min / run | "
+           "meets |\n" + "|---" * 11 + "|\n")
+    for key, r in sorted(pilots["families"].items(), key=lambda kv: cost(kv[1])):
+        change = "; ".join(f"{c:+.3f} [{lo:+.3f}, {hi:+.3f}]" for c, (lo, hi) in
+                           zip(r["entropy_change_from_20pct"].values(), r["entropy_change_ci"].values()))
+        out += (f"| `{key}` | {'tied, not decayed' if r['tie_embeddings'] else 'untied, decayed'} | {r['S']:.2f} | "
+                f"{r['tokens_per_parameter']:.0f} | {r['window_passes']:.2f} | {r['final_loss']:.2f} | "
+                f"{_seeds(r['world_accuracy_by_seed'], 1, '%')} | "
+                f"{', '.join(f'{v:+.1f}' for v in r['acquisition_para_by_start'].values())} | {change} | "
+                f"{sum(r['pretrain_seconds']) / len(r['pretrain_seconds']) / 60:.1f} | "
+                f"{', '.join(met(r)) or '—'} |\n")
+    return out
+
+
+def choice_markdown(pilots: dict, preset_name: str) -> str:
+    key, valid = choose(pilots)
+    if key is None:
+        return "*No pilot has been computed (`make pilots` writes book/pilots.json).*"
+    row = pilots["families"][key]
+    if valid:
+        return (f"By the rule, the model system is **`{key}`** ({row['file']}): the cheapest family that meets (a), "
+                f"(b) and (c) on both calibration seeds. The `{preset_name}` preset trains it with fresh seeds "
+                "(0, 1, 2) on the book's world (seed 0), none of them used by a pilot.")
+    return (f"**No family meets (a), (b) and (c) on both calibration seeds.** The one meeting the most criteria is "
+            f"`{key}` ({', '.join(met(row)) or 'none'}); the book is built on it, and every claim below that needs "
+            "the unmet criteria is untested.")
+
+
+def book_validity(plan: Plan, model: str) -> dict:
+    return model_validity(plan, model)
+
+
+def validity_claims(v: dict) -> list[C.Claim]:
+    """The three properties the model system was chosen for, on the book's seeds: "selected" when they hold there
+    too (never "agrees": they were selected for), "disagrees" when a selected property fails on fresh seeds."""
+    changes = "; ".join(f"seed {s}: {c:+.3f} [{lo:+.3f}, {hi:+.3f}]" for (s, c), (lo, hi) in
+                        zip(v["entropy_change_from_20pct"].items(), v["entropy_change_ci"].values()))
+    para = ", ".join(f"{100 * float(f):.0f}%: {a:+.1f}" for f, a in v["acquisition_para_by_start"].items())
+    rows = [("(a) knows its world", f">= {60}% of the world's questions", f"{100 * v['world_accuracy']:.1f}% "
+             f"(chance {100 * v['chance']:.0f}%)", v["criteria"]["a"]),
+            ("(b) acquires what it is shown", "mean A on paraphrases > 0 at every start", para, v["criteria"]["b"]),
+            ("(c) knowledge entropy decays from 20% of training", "interval of the change below 0 in every seed",
+             changes, v["criteria"]["c"])]
+    return [C.Claim("model system", name, wanted, ours, C.SELECTED if ok else C.DISAGREES)
+            for name, wanted, ours, ok in rows]
+
+
+def validity_sentences(v: dict) -> list[str]:
+    """What the README and the first page say of the model system (ke.book.summary)."""
+    a = v["acquisition_para_by_start"]
+    changes = list(v["entropy_change_from_20pct"].values())
+    ok = {k: "met" if flag else "NOT met" for k, flag in v["criteria"].items()}
+    return [f"The 1B-role model answers {100 * v['world_accuracy']:.1f}% of its world's questions over seeds "
+            f"{', '.join(map(str, v['seeds']))} (chance {100 * v['chance']:.0f}%; criterion (a) {ok['a']}); its mean A "
+            f"on the paraphrased items is positive at {sum(x > 0 for x in a.values())} of {len(a)} continual starts "
+            f"(b: {ok['b']}); its knowledge entropy changes by {min(changes):+.3f} to {max(changes):+.3f} nats from "
+            f"20% of training to the end (c: {ok['c']}). These are properties it was selected for on calibration "
+            "seeds (page 'How the model system was chosen'), not results."]

@@ -1,0 +1,56 @@
+"""Pilots of the model system: small presets (one model each, calibration world and seeds) computed together,
+then judged by the validity criteria (ke.book.validity) into the table of the book page "How the model system
+was chosen" (book/pilots.json). Every family given is computed and shown, failures included."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..storage import write_json_atomically
+from . import validity
+from .build import STAGES, compute_stages
+from .plan import make_plan
+from .presets import load_preset
+
+
+def run_pilots(files: list[str], out: Path, jobs: int = 2, progress: bool = True) -> dict:
+    """Compute every family's plan stage by stage (all families' pretraining side by side, then all measurements,
+    ...), then write one row per family to `out` (rows of families computed earlier and not given are kept)."""
+    presets = [load_preset(f) for f in files]
+    plans = [make_plan(p) for p in presets]
+    stages = [[] for _ in STAGES]
+    for plan in plans:
+        for joined, items in zip(stages, plan.work()):
+            joined += [i for i in items if i not in joined]   # the shared world once
+    compute_stages(stages, jobs, progress, "pilots")
+    table = json.loads(out.read_text()) if out.exists() else {"criteria": validity.CRITERIA, "families": {}}
+    for preset, plan in zip(presets, plans):
+        table["families"][preset.primary] = family_row(preset, plan)
+    table["criteria"] = validity.CRITERIA
+    write_json_atomically(table, out)
+    return table
+
+
+def family_row(preset, plan) -> dict:
+    """One row of the pilots' table: the family's configuration, its regime, its cost and its validity."""
+    model = preset.primary
+    run = next(r for r in plan.pretraining if r.model == model)
+    cfg = run.config
+    final = json.loads((run.out_dir / f"step{cfg.steps}" / "ke_checkpoint.json").read_text())
+    seconds = [(r.out_dir / f"step{cfg.steps}").stat().st_mtime - (r.out_dir / "step0").stat().st_mtime
+               for r in plan.pretraining if r.model == model]
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    corpus_tokens = final["regime"]["tokens"] / final["regime"]["epochs"]
+    window = tokens_per_step / (cfg.lr * cfg.weight_decay) / corpus_tokens if cfg.weight_decay else float("inf")
+    return {"file": str(preset.source.relative_to(preset.root)), "description": _description(preset.source),
+            "tie_embeddings": cfg.tie_embeddings, "weight_decay": cfg.weight_decay, "steps": cfg.steps,
+            "tokens": final["regime"]["tokens"], "tokens_per_parameter": final["regime"]["tokens_per_parameter"],
+            "S": final["regime"]["weight_decay_efolds"], "epochs": final["regime"]["epochs"],
+            "window_passes": window, "final_loss": final["loss"], "pretrain_seconds": seconds,
+            **validity.model_validity(plan, model)}
+
+
+def _description(path: Path) -> str:
+    """The family file's opening comment: why it was tried."""
+    lines = [line[1:].strip() for line in Path(path).read_text().splitlines() if line.startswith("#")]
+    return " ".join(lines)
