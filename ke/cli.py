@@ -201,16 +201,14 @@ def add_pretrain(subparsers):
 
 def run_pretrain_command(args):
     from .data import load_corpus
-    from .miniature.pretrain import MARKER, PretrainConfig, pretrain, train_tokenizer, validate
-    from .storage import stamp
+    from .miniature.pretrain import PretrainConfig, pretrain, train_tokenizer, validate
     cfg = config_from_args(PretrainConfig, args)
     validate(cfg)
     if not (Path(args.tokenizer) / "tokenizer_config.json").exists():
         corpus = load_corpus(args.corpus)
         train_tokenizer((batch["text"] for batch in corpus.iter(batch_size=1000)), args.vocab_size, args.tokenizer)
-    before = {path: stamp(path) for path in Path(args.out).glob(f"step*/{MARKER}")}
     for path in pretrain(cfg, args.corpus, args.tokenizer, args.out, progress=not args.no_progress):
-        print(f"{'cached' if stamp(path / MARKER) == before.get(path / MARKER) else 'wrote'} {path}")
+        print(path)
 
 
 def add_continual(subparsers):

@@ -215,22 +215,6 @@ def test_damaged_or_deleted_checkpoints_are_trained_again(corpus, tmp_path, caps
     assert {p: p.stat().st_mtime_ns for p in run.glob("step*/*")} == mtimes
 
 
-def test_cli_pretrain_says_cached(corpus, tmp_path):
-    corpus_dir, tok_dir = corpus
-    command = [sys.executable, "-m", "ke.cli", "pretrain", "--corpus", str(corpus_dir), "--tokenizer", str(tok_dir),
-               "--out", str(tmp_path / "run"), "--hidden-size", "32", "--num-layers", "2", "--num-heads", "2",
-               "--intermediate-size", "64", "--seq-len", "32", "--batch-size", "4", "--steps", "4",
-               "--warmup-steps", "1", "--save-steps", "0,4", "--no-progress"]
-
-    def lines():
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.splitlines()
-
-    assert lines() == [f"wrote {tmp_path / 'run' / 'step0'}", f"wrote {tmp_path / 'run' / 'step4'}"]
-    assert lines() == [f"cached {tmp_path / 'run' / 'step0'}", f"cached {tmp_path / 'run' / 'step4'}"]
-
-
 # ----------------------------------------------------------------------------- resuscitated checkpoints
 
 def test_damaged_or_deleted_resuscitated_files_are_made_again(tiny_models, tmp_path, capsys):
