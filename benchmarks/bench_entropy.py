@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ke.entropy import EntropySettings, measure  # noqa: E402
 from measure import (add_rss_arguments, interleaved_times, random_olmo, peak_tensor_bytes,  # noqa: E402
                      print_peak_rss_growth, rss_growths)
-from ke.models import find_ffn_layers  # noqa: E402
+from ke.models import find_ffn_layers, hooks  # noqa: E402
 
 
 @dataclass
@@ -95,13 +95,8 @@ def keep_all_coefficients(bench: Bench) -> torch.Tensor:
     sums = 0
     for ids, mask in bench.batches:
         kept = []
-        handles = [layer.down.register_forward_pre_hook(lambda module, args: kept.append(args[0]))
-                   for layer in layers]
-        try:
+        with hooks(pre=[(layer.down, lambda module, args: kept.append(args[0])) for layer in layers]):
             bench.model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
-        finally:
-            for handle in handles:
-                handle.remove()
         weights = mask.float() / mask.sum(1, keepdim=True)  # per-document mean over real tokens
         sums = sums + torch.stack([torch.einsum("bt,btm->m", weights, c.abs()) for c in kept]).double()
         del kept

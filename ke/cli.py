@@ -91,7 +91,8 @@ def add_entropy(subparsers):
 
 
 def run_entropy_command(args):
-    from .entropy import EntropySettings, run_entropy, run_entropy_many
+    from .entropy import RESULT_FILE, EntropySettings, run_entropy, run_entropy_many
+    from .storage import stamp
     settings = EntropySettings(seq_len=args.seq_len, batch_size=args.batch_size, count_padding=args.count_padding,
                                attention=args.attention, ntp=args.ntp, relu=args.relu, skip_first=args.skip_first,
                                per_document=args.per_document)
@@ -99,17 +100,23 @@ def run_entropy_command(args):
     if args.all_checkpoints or len(args.revision or []) > 1:
         from .models import list_checkpoints
         checkpoints = list_checkpoints(args.model) if args.all_checkpoints else args.revision
+        before = {path: stamp(path) for path in Path(args.out).glob(f"*/{RESULT_FILE}")}
         records = run_entropy_many(args.model, checkpoints, args.data, args.out, split=args.split, **common)
         for record in records:
             print(json.dumps({k: record[k] for k in ("knowledge_entropy", "num_docs", "num_tokens")}))
-        print(f"wrote {len(records)} checkpoint folders under {args.out}")
+        written = sum(stamp(path) != before.get(path) for path in Path(args.out).glob(f"*/{RESULT_FILE}"))
+        cached = f" ({len(records) - written} cached)" if written < len(records) else ""
+        print(f"wrote {written} checkpoint folders under {args.out}{cached}" if written else
+              f"cached {len(records)} checkpoint folders under {args.out}")
         return
     revision = args.revision[0] if args.revision else None
+    before = stamp(Path(args.out) / RESULT_FILE)
     record = run_entropy(args.model, args.data, args.out, revision=revision, **common)
     shown = {k: record[k] for k in ("knowledge_entropy", "attention_entropy", "ntp_entropy", "num_docs",
                                     "num_tokens") if k in record}
     print(json.dumps(shown))
-    print(f"wrote {args.out}/entropy.json and {args.out}/coefficients.safetensors")
+    verb = "cached" if stamp(Path(args.out) / RESULT_FILE) == before else "wrote"
+    print(f"{verb} {args.out}/entropy.json and {args.out}/coefficients.safetensors")
 
 
 def add_checkpoints(subparsers):
@@ -230,6 +237,7 @@ def add_continual(subparsers):
 
 def run_continual_command(args):
     from .continual import RESULT_FILE, ContinualConfig, continual_learning, validate
+    from .storage import stamp
     from .downstream import PAPER_TASKS, TaskSet
     from .knowledge import load_fictional_knowledge
     cfg = config_from_args(ContinualConfig, args, skip=("betas",))
@@ -240,10 +248,11 @@ def run_continual_command(args):
         names = PAPER_TASKS if args.tasks == "paper" else tuple(n.strip() for n in args.tasks.split(",") if n.strip())
         metrics = tuple(m.strip() for m in args.task_metrics.split(",")) if args.task_metrics else None
         tasks = TaskSet(names=names, metrics=metrics, include_path=args.task_folder, limit=args.task_limit)
+    before = stamp(Path(args.out) / RESULT_FILE)
     result = continual_learning(args.model, args.corpus, knowledge, tasks, cfg, args.out, revision=args.revision,
                                 progress=not args.no_progress)
     print(json.dumps({k: result[k] for k in ("K_PT", "K_CL", "A", "P_PT", "P_CL", "F")}))
-    print(f"wrote {Path(args.out) / RESULT_FILE}")
+    print(f"{'cached' if stamp(Path(args.out) / RESULT_FILE) == before else 'wrote'} {Path(args.out) / RESULT_FILE}")
 
 
 def add_resuscitate(subparsers):
@@ -261,11 +270,13 @@ def add_resuscitate(subparsers):
 
 def run_resuscitate_command(args):
     from .resuscitate import RECIPE_FILE, resuscitate_checkpoint
+    from .storage import stamp
+    before = stamp(Path(args.out).expanduser() / RECIPE_FILE)
     out = resuscitate_checkpoint(args.model, args.coefficients, args.ratio, args.factor, args.out,
                                  revision=args.revision, dtype=args.dtype)
     recipe = json.loads((out / RECIPE_FILE).read_text())["recipe"]
     print(json.dumps({k: recipe[k] for k in ("ratio", "factor", "selected", "zero_skipped")}))
-    print(f"wrote {out}")
+    print(f"{'cached' if stamp(out / RECIPE_FILE) == before else 'wrote'} {out}")
 
 
 # ----------------------------------------------------------------------------------------------- the book

@@ -41,7 +41,8 @@ from ke.errors import UserError
 from ke.knowledge import FictionalKnowledge, Probe, injection_schedule, probes
 from ke.metrics import NORMALISATIONS, acquisition, forgetting, knowledge_score, probe_log_probs
 from ke.resuscitate import set_attention_temperature, temperature_at
-from ke.storage import normalise, read_cached, save_folder_atomically, write_cached, write_json_atomically
+from ke.storage import (config_key, files_in, fingerprint, normalise, read_cached, save_folder_atomically,
+                        write_cached, write_json_atomically)
 from ke.train import Schedule, build_optimizer, pack_texts
 
 RESULT_FILE = "result.json"
@@ -50,6 +51,7 @@ RESUME_DIR = "resume"            # accelerate's save_state folder of the last ev
 RESUME_FILE = "resume.json"      # key, step and curve; written last, so a folder without it is incomplete
 MODEL_DIR = "model"
 FSDP_CONFIG = Path(__file__).with_name("configs") / "fsdp.yaml"
+VERSION = 1  # of a result's meaning: bump it to recompute every cached run (see ke.storage)
 
 
 @dataclass
@@ -259,8 +261,8 @@ class Run:
 def run_key(start, corpus, knowledge: FictionalKnowledge, tasks: Tasks | None, cfg: ContinualConfig,
             revision: str | None) -> dict:
     """What a result depends on. micro_batch_size is left out: it changes memory use, not the update."""
-    config = {k: v for k, v in asdict(cfg).items() if k != "micro_batch_size"}
-    return normalise({"config": config, "start": str(start), "revision": revision,
+    return normalise({"version": VERSION, "config": config_key(cfg, leave_out=("micro_batch_size",)),
+                      "start": str(start), "start_files": fingerprint(start), "revision": revision,
                       "inputs": {"knowledge": knowledge.fingerprint(),
                                  "tasks": tasks.fingerprint() if tasks is not None else None,
                                  "corpus": corpus._fingerprint}})
@@ -439,7 +441,8 @@ def finish(run: Run, seconds: float) -> dict:
     if run.accelerator.is_main_process:
         record = {"config": asdict(run.cfg), "provenance": {**run.provenance, "seconds": seconds},
                   "curve": run.curve, **summary(run.curve)}
-        write_cached(record, result_path, run.key)
+        files = [run.out_dir / LOG_FILE] + (files_in(run.out_dir / MODEL_DIR) if run.cfg.save_model else [])
+        write_cached(record, result_path, run.key, files=files)  # vouching for the log and the saved model
         shutil.rmtree(run.out_dir / RESUME_DIR, ignore_errors=True)
     run.accelerator.wait_for_everyone()
     return read_cached(result_path, run.key)

@@ -27,11 +27,12 @@ from tqdm import tqdm
 from . import __version__
 from .data import load_documents, pad_rows
 from .errors import UserError
-from .models import attention_modules, find_ffn_layers
-from .storage import fingerprint, read_cached, write_cached
+from .models import attention_modules, find_ffn_layers, hooks
+from .storage import atomic_path, config_key, fingerprint, read_cached, write_cached
 
 RESULT_FILE, COEFFICIENTS_FILE = "entropy.json", "coefficients.safetensors"
 PER_DOCUMENT_FILE = "per_document.safetensors"
+VERSION = 1  # of a measurement's meaning: bump it to recompute every cached one (see ke.storage)
 
 
 def entropy_of(weights: torch.Tensor) -> torch.Tensor:
@@ -277,36 +278,35 @@ def measure(model, tokenizer, documents: list, settings: EntropySettings | None 
     if settings.attention and implementation != "eager":
         model.set_attn_implementation("eager")  # only eager attention materialises the weights
     sums = _Sums(settings)
-    handles = [layer.down.register_forward_pre_hook(sums.ffn_hook(layer.index)) for layer in find_ffn_layers(model)]
-    if settings.attention:
-        handles += [m.register_forward_hook(sums.attention_hook(i)) for i, m in enumerate(attention_modules(model))]
+    pre = [(layer.down, sums.ffn_hook(layer.index)) for layer in find_ffn_layers(model)]
+    forward = [(m, sums.attention_hook(i)) for i, m in enumerate(attention_modules(model))] \
+        if settings.attention else []
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # Without NTP entropy only the last position's logits are needed: skip the LM head where the model allows.
     skip_logits = not settings.ntp and "logits_to_keep" in inspect.signature(model.forward).parameters
     num_tokens = 0
     try:
-        bar = tqdm(total=len(mine), desc="entropy", unit="doc", leave=False, disable=not progress or rank != 0)
-        for ids, mask in _batches(mine, settings.batch_size, pad_id,
-                                  settings.seq_len if settings.count_padding else None):
-            weights = position_weights(mask, settings)
-            ids, mask, weights = ids.to(device), mask.to(device), weights.to(device)
-            # the official script passes input_ids only: with count_padding, padding is attended to and counted
-            kwargs = {} if settings.count_padding else {"attention_mask": mask}
-            if skip_logits:
-                kwargs["logits_to_keep"] = 1
-            sums.weights = weights
-            logits = model(input_ids=ids, **kwargs).logits
-            if settings.ntp:
-                logp = torch.log_softmax(logits.float(), -1)
-                per_token = -(logp.exp() * logp).sum(-1)
-                sums.ntp += float((per_token * weights).double().sum())
-            num_tokens += int((weights > 0).sum())
-            bar.update(len(ids))
-        bar.close()
+        with hooks(forward, pre):
+            bar = tqdm(total=len(mine), desc="entropy", unit="doc", leave=False, disable=not progress or rank != 0)
+            for ids, mask in _batches(mine, settings.batch_size, pad_id,
+                                      settings.seq_len if settings.count_padding else None):
+                weights = position_weights(mask, settings)
+                ids, mask, weights = ids.to(device), mask.to(device), weights.to(device)
+                # the official script passes input_ids only: with count_padding, padding is attended to and counted
+                kwargs = {} if settings.count_padding else {"attention_mask": mask}
+                if skip_logits:
+                    kwargs["logits_to_keep"] = 1
+                sums.weights = weights
+                logits = model(input_ids=ids, **kwargs).logits
+                if settings.ntp:
+                    logp = torch.log_softmax(logits.float(), -1)
+                    per_token = -(logp.exp() * logp).sum(-1)
+                    sums.ntp += float((per_token * weights).double().sum())
+                num_tokens += int((weights > 0).sum())
+                bar.update(len(ids))
+            bar.close()
     finally:
-        for handle in handles:
-            handle.remove()
         if model.config._attn_implementation != implementation:
             model.set_attn_implementation(implementation)
 
@@ -347,9 +347,9 @@ def measure(model, tokenizer, documents: list, settings: EntropySettings | None 
 def entropy_key(source: str, revision: str | None, data: str, max_docs: int | None, dtype: str,
                 settings: EntropySettings) -> dict:
     """What a measurement depends on; its cached entropy.json is reused only under an equal key."""
-    return {"model": str(source), "revision": revision, "data": str(data), "max_docs": max_docs, "dtype": dtype,
-            **asdict(settings), "model_files": fingerprint(source), "data_files": fingerprint(data),
-            "ke_version": __version__}
+    return {"version": VERSION, "model": str(source), "revision": revision, "data": str(data), "max_docs": max_docs,
+            "dtype": dtype, "settings": config_key(settings), "model_files": fingerprint(source),
+            "data_files": fingerprint(data), "ke_version": __version__}
 
 
 def _check(settings: EntropySettings | None, max_docs: int | None) -> EntropySettings:
@@ -382,13 +382,14 @@ def _measure_and_write(source: str, revision: str | None, data: str, documents: 
                              "num_processes": result.num_processes, "process_index": rank,
                              "seconds": round(time.time() - started, 2)}}
     if result.num_processes == 1 or rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({"mean_abs_coefficients": result.mean_abs_coefficients.contiguous()},
-                  str(out_dir / COEFFICIENTS_FILE))
+        files = {COEFFICIENTS_FILE: result.mean_abs_coefficients}
         if result.per_document is not None:
-            save_file({"mean_abs_coefficients": result.per_document.float().contiguous()},
-                      str(out_dir / PER_DOCUMENT_FILE))
-        record = write_cached(record, out_dir / RESULT_FILE, key)  # last: a present entropy.json is a finished run
+            files[PER_DOCUMENT_FILE] = result.per_document.float()
+        for name, tensor in files.items():
+            with atomic_path(out_dir / name) as tmp:
+                save_file({"mean_abs_coefficients": tensor.contiguous()}, str(tmp))
+        # last, vouching for the files above: a present entropy.json is a finished run
+        record = write_cached(record, out_dir / RESULT_FILE, key, files=[out_dir / name for name in files])
     if result.num_processes > 1:  # every process returns the main one's record, once its files exist
         from accelerate.utils import broadcast_object_list
         record = broadcast_object_list([record])[0]

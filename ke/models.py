@@ -12,6 +12,7 @@ import json
 import os
 import re
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -131,6 +132,20 @@ def _refuse_mixture_of_experts(model: nn.Module, blocks: nn.ModuleList) -> None:
                                 "a dense FFN; pass a dense model such as OLMo, Llama or Pythia.")
 
 
+@contextmanager
+def hooks(forward=(), pre=()):
+    """Register forward hooks (module, hook(module, args, output)) and forward pre-hooks (module, hook(module,
+    args)) for the duration of a with-block; they are removed however the block ends."""
+    handles = []
+    try:
+        handles += [module.register_forward_hook(hook) for module, hook in forward]
+        handles += [module.register_forward_pre_hook(hook) for module, hook in pre]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def _probe(model: nn.Module, blocks: nn.ModuleList) -> list[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """One forward pass of a few tokens; per block, each linear's first (input, output), as float32 [tokens, dim]."""
@@ -142,25 +157,24 @@ def _probe(model: nn.Module, blocks: nn.ModuleList) -> list[dict[str, tuple[torc
                 store[name] = (args[0].detach().flatten(0, -2).float(), output.detach().flatten(0, -2).float())
         return hook
 
-    handles = [module.register_forward_hook(recorder(records[i], name))
-               for i, block in enumerate(blocks) for name, module in block.named_modules() if _is_linear(module)]
+    recorders = [(module, recorder(records[i], name))
+                 for i, block in enumerate(blocks) for name, module in block.named_modules() if _is_linear(module)]
     modes = {m: m.training for m in model.modules()}
     model.eval()  # no dropout between the recorded tensors
     embeddings = model.get_input_embeddings()
     generator = torch.Generator().manual_seed(0)  # the global RNG stays untouched
     ids = torch.randint(0, embeddings.num_embeddings, (1, PROBE_TOKENS), generator=generator)
     try:
-        try:
-            model(input_ids=ids.to(embeddings.weight.device), use_cache=False)
-        except TypeError:  # a forward without `use_cache`
-            model(input_ids=ids.to(embeddings.weight.device))
+        with hooks(forward=recorders):
+            try:
+                model(input_ids=ids.to(embeddings.weight.device), use_cache=False)
+            except TypeError:  # a forward without `use_cache`
+                model(input_ids=ids.to(embeddings.weight.device))
     except Exception as error:
         raise UserError(f"a {PROBE_TOKENS}-token forward pass of {type(model).__name__}, run to find its FFN layers, "
                         f"failed ({type(error).__name__}: {str(error)[:120]}); pass a causal language model that "
                         "accepts input_ids.") from None
     finally:
-        for handle in handles:
-            handle.remove()
         for module, mode in modes.items():
             module.training = mode
     return records

@@ -23,9 +23,10 @@ from torch import nn
 from . import __version__
 from .errors import UserError
 from .models import attention_modules, find_ffn_layers, load_model
-from .storage import read_cached, write_cached
+from .storage import files_in, fingerprint, read_cached, write_cached
 
-RECIPE_FILE = "ke_resuscitation.json"
+RECIPE_FILE = "ke_resuscitation.json"  # vouches for the checkpoint's files; written last
+VERSION = 1  # of a resuscitated checkpoint's meaning: bump it to recompute every cached one (see ke.storage)
 
 
 def check_recipe(ratio: float, factor: float) -> None:
@@ -121,7 +122,8 @@ def resuscitate_checkpoint(source: str, coefficients_file, ratio: float, factor:
     coefficients = _load_coefficient_file(coefficients_path)
     coefficients_path = coefficients_path / "coefficients.safetensors" if coefficients_path.is_dir() \
         else coefficients_path
-    key = {"model": source, "revision": revision, "dtype": dtype, "ratio": ratio, "factor": factor,
+    key = {"version": VERSION, "model": source, "model_files": fingerprint(source), "revision": revision,
+           "dtype": dtype, "ratio": ratio, "factor": factor,
            "coefficients_sha256": hashlib.sha256(coefficients_path.read_bytes()).hexdigest()}
     recipe_file = out_dir / RECIPE_FILE
     if read_cached(recipe_file, key) is not None:
@@ -137,7 +139,8 @@ def resuscitate_checkpoint(source: str, coefficients_file, ratio: float, factor:
         shutil.copyfile(source_dir / "ke_checkpoint.json", out_dir / "ke_checkpoint.json")
     record = {"recipe": report, "provenance": {**loaded.provenance, "source": source,
                                                "coefficients": str(coefficients_path), "ke_version": __version__}}
-    write_cached(record, recipe_file, key)  # last: a folder without it is an unfinished one
+    # last, vouching for the files above: a folder without it is an unfinished one
+    write_cached(record, recipe_file, key, files=files_in(out_dir, RECIPE_FILE))
     return out_dir
 
 

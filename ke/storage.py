@@ -1,8 +1,18 @@
 """Everything cached on disk goes through here: writes that an interruption never leaves half done (write to a
 temporary name, then rename), and one way to key a cached artifact by what produced it.
 
-A cached JSON artifact holds its key under "key"; `read_cached(path, key)` returns the record only when the
-stored key equals `key`, so a changed input, setting or code version recomputes instead of serving a stale result.
+A cached JSON artifact (a record) holds its key under "key"; `read_cached(path, key)` returns the record only when
+the stored key equals `key`, so a changed input, setting or code version recomputes instead of serving a stale result.
+
+A record may vouch for artifact files beside it (`write_cached(..., files=...)`, called once they are in place): it
+stores each one's size and sha256 under "files", and a read checks them. A record whose key matches but whose files
+do not (damaged, missing) or that cannot be parsed is deleted with a one-line notice on stderr and read as a miss,
+so the artifact is recomputed; a record that is still there after a miss was made by other inputs.
+
+Keys: a key holds what changes the result, never a whole config. `config_key(cfg)` keeps a config's fields whose
+value differs from the dataclass default, so adding a field (at a default that keeps the old behaviour) leaves every
+existing key unchanged. Each kind of artifact has a VERSION constant in its key: bump it when the meaning of a
+result changes (new computation, a changed default) so that old results are recomputed.
 """
 from __future__ import annotations
 
@@ -10,7 +20,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 
@@ -36,23 +48,77 @@ def fingerprint(spec) -> str | None:
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
+def config_key(cfg, leave_out=()) -> dict:
+    """The fields of dataclass `cfg` whose value differs from their default (see the module doc), normalised."""
+    changed = {}
+    for f in fields(cfg):
+        default = f.default if f.default is not MISSING else \
+            f.default_factory() if f.default_factory is not MISSING else MISSING
+        value = getattr(cfg, f.name)
+        if f.name not in leave_out and (default is MISSING or normalise(value) != normalise(default)):
+            changed[f.name] = value
+    return normalise(changed)
+
+
+def file_check(path) -> dict:
+    """Size and sha256 of a file, as a record stores them for each file it vouches for."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return {"size": Path(path).stat().st_size, "sha256": sha.hexdigest()}
+
+
+def files_in(folder, *leave_out) -> list[Path]:
+    """Every file under `folder` (recursively) but those named in `leave_out` and temporary ones."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name not in leave_out
+                  and not p.name.startswith(".tmp-"))
+
+
+def _damaged(path: Path, what: Path) -> None:
+    print(f"{what} was damaged or missing; recomputing", file=sys.stderr, flush=True)
+    path.unlink(missing_ok=True)
+
+
 def read_cached(path, key) -> dict | None:
-    """The JSON record at `path` if it was written with this `key` (see write_cached), else None."""
+    """The JSON record at `path` if it was written with this `key` and the files it vouches for are intact (see
+    write_cached), else None; a damaged record (or one vouching for damaged files) is deleted, with a notice."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
-    except ValueError:  # a file from an older, non-atomic writer
+    except ValueError:  # cut off (written by an older, non-atomic writer) or damaged
+        _damaged(path, path)
         return None
-    return record if record.get("key") == normalise(key) else None
+    if not isinstance(record, dict) or record.get("key") != normalise(key):
+        return None
+    for name, check in record.get("files", {}).items():
+        file = path.parent / name
+        if not file.is_file() or file.stat().st_size != check["size"] or file_check(file) != check:
+            _damaged(path, file)
+            return None
+    return record
 
 
-def write_cached(record: dict, path, key) -> dict:
-    """Write `record` with its `key` atomically to `path` and return what read_cached will return."""
-    record = {**record, "key": normalise(key)}
+def write_cached(record: dict, path, key, files=()) -> dict:
+    """Write `record` with its `key` atomically to `path` and return what read_cached will return. `files`: paths
+    of the artifact files (already in place, under path's folder) it vouches for; their size and sha256 go with it."""
+    path = Path(path)
+    folder = path.parent.resolve()
+    checks = {Path(f).resolve().relative_to(folder).as_posix(): file_check(f) for f in files}
+    record = {**record, "key": normalise(key), "files": checks}
     write_json_atomically(record, path)
     return normalise(record)
+
+
+def stamp(path) -> tuple | None:
+    """Identity of a file as written (inode, mtime, size), or None: equal before and after = nothing was written."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    s = path.stat()
+    return s.st_ino, s.st_mtime_ns, s.st_size
 
 
 @contextmanager

@@ -588,14 +588,15 @@ def _loaded(path: str, revision: str | None, dtype: str, device: str):
 def _measure(item: Measurement, progress: bool) -> dict:
     """run_entropy, and with item.bootstrap the intervals over documents, kept in bootstrap.json (the per-document
     coefficients they come from are deleted afterwards: they are large and nothing else reads them)."""
-    from ..entropy import PER_DOCUMENT_FILE, bootstrap_entropy, entropy_key, load_per_document, run_entropy
+    from ..entropy import (COEFFICIENTS_FILE, PER_DOCUMENT_FILE, RESULT_FILE, bootstrap_entropy, entropy_key,
+                           load_per_document, run_entropy)
     from ..storage import read_cached, write_cached
 
     path, revision = item.checkpoint.locate()
 
     def entropy():
         key = entropy_key(path, revision, item.data, item.max_docs, item.checkpoint.dtype, item.settings)
-        loaded = None if read_cached(item.out_dir / "entropy.json", key) else \
+        loaded = None if read_cached(item.out_dir / RESULT_FILE, key) else \
             _loaded(path, revision, item.checkpoint.dtype, item.device)
         return run_entropy(path, item.data, item.out_dir, revision=revision, max_docs=item.max_docs,
                            settings=item.settings, dtype=item.checkpoint.dtype, device=item.device, progress=progress,
@@ -607,12 +608,15 @@ def _measure(item: Measurement, progress: bool) -> dict:
     key = {"entropy": record["key"], "draws": item.bootstrap}
     cached = read_cached(item.out_dir / "bootstrap.json", key)
     if cached is None:
-        if not (item.out_dir / PER_DOCUMENT_FILE).exists():  # measured before, its per-document file deleted
-            (item.out_dir / "entropy.json").unlink()
+        if PER_DOCUMENT_FILE not in record["files"]:  # measured before, its per-document file deleted
+            (item.out_dir / RESULT_FILE).unlink()
             record = entropy()
         cached = write_cached(bootstrap_entropy(load_per_document(item.out_dir), item.bootstrap),
                               item.out_dir / "bootstrap.json", key)
-        (item.out_dir / PER_DOCUMENT_FILE).unlink(missing_ok=True)
+    if PER_DOCUMENT_FILE in record["files"]:  # entropy.json vouches for what stays, then the file goes
+        record = write_cached(record, item.out_dir / RESULT_FILE, record["key"],
+                              files=[item.out_dir / COEFFICIENTS_FILE])
+        (item.out_dir / PER_DOCUMENT_FILE).unlink()
     return {**record, "bootstrap": cached}
 
 

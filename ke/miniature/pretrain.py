@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import deque
 from contextlib import contextmanager
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +22,8 @@ from tqdm import tqdm
 
 from ..data import load_corpus
 from ..errors import UserError
-from ..storage import read_cached, save_folder_atomically, torch_save_atomically, write_cached
+from ..storage import (config_key, files_in, read_cached, save_folder_atomically, torch_save_atomically,
+                       write_cached)
 from ..train import Schedule, build_optimizer, non_embedding_parameters, pack_texts, regime
 
 FAMILIES = ("olmo", "gpt_neox")
@@ -31,6 +33,8 @@ PAD_TOKEN = "<|padding|>"
 LOSS_WINDOW = 20  # steps averaged into a checkpoint's `loss`
 RESUME_FILE = "resume_state.pt"
 LOG_FILE = "train_log.jsonl"
+MARKER = "ke_checkpoint.json"  # in each checkpoint folder, vouching for its other files; written last
+VERSION = 1  # of a run's meaning: bump it to retrain every cached run (see ke.storage)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -252,8 +256,32 @@ def batch_rows(step: int, batch_size: int, n_rows: int) -> list[int]:
     return [(start + i) % n_rows for i in range(batch_size)]
 
 
-def _config_dict(cfg: PretrainConfig) -> dict:
-    return {**asdict(cfg), "save_steps": cfg.resolved_save_steps()}
+def run_key(cfg: PretrainConfig) -> dict:
+    """What a run's checkpoints depend on (besides the corpus and tokenizer, fixed by the run folder)."""
+    return {"version": VERSION, "config": config_key(cfg, leave_out=("save_steps",)),
+            "save_steps": cfg.resolved_save_steps()}
+
+
+def _resume_state(out_dir: Path, key: dict, checkpoints: dict[int, bool]) -> dict | None:
+    """The optimizer and RNG state of the latest checkpoint of an interrupted run of this key, if every checkpoint
+    up to it is intact (`checkpoints`: step -> intact); None means training from step 0."""
+    path = out_dir / RESUME_FILE
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception:  # cut off or damaged
+        print(f"{path} was damaged or missing; recomputing", file=sys.stderr, flush=True)
+        return None
+    if state["config"] != key:
+        raise UserError(f"{out_dir} holds an interrupted run of another configuration; delete that folder to train "
+                        "this one there, or choose another output folder (a preset's run_dir).")
+    bad = [step for step, intact in checkpoints.items() if step <= state["step"] and not intact]
+    if bad:
+        print(f"{out_dir / f'step{bad[0]}'} was damaged or missing; recomputing (training again from step 0)",
+              file=sys.stderr, flush=True)
+        return None
+    return state
 
 
 def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: bool = True, *,
@@ -269,14 +297,15 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
 
     validate(cfg)
     out_dir = Path(out_dir)
+    key = run_key(cfg)
     save_steps = cfg.resolved_save_steps()
     checkpoints = [out_dir / f"step{s}" for s in save_steps]
-    final_marker = out_dir / f"step{cfg.steps}" / "ke_checkpoint.json"
-    if final_marker.exists():
-        if read_cached(final_marker, _config_dict(cfg)) is None:
-            raise UserError(f"{out_dir} holds a finished run of another configuration; delete that folder to train this "
-                            "one there, or choose another output folder (a preset's run_dir).")
+    intact = [read_cached(path / MARKER, key) is not None for path in checkpoints]
+    if all(intact):
         return checkpoints
+    if any((path / MARKER).exists() for path, ok in zip(checkpoints, intact) if not ok):  # left after a miss
+        raise UserError(f"{out_dir} holds a run of another configuration; delete that folder to train this "
+                        "one there, or choose another output folder (a preset's run_dir).")
 
     tokenizer = _load_tokenizer(tokenizer_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,10 +314,7 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
 
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     resume_path = out_dir / RESUME_FILE
-    state = torch.load(resume_path, weights_only=False) if resume_path.exists() else None
-    if state is not None and state["config"] != _config_dict(cfg):
-        raise UserError(f"{out_dir} holds an interrupted run of another configuration; delete that folder to train "
-                        "this one there, or choose another output folder (a preset's run_dir).")
+    state = _resume_state(out_dir, key, dict(zip(save_steps, intact)))
     if state is None:
         start = 0
         model = build_model(cfg, tokenizer)
@@ -323,11 +349,11 @@ def pretrain(cfg: PretrainConfig, corpus_dir, tokenizer_dir, out_dir, progress: 
         def write(tmp: Path) -> None:
             unwrapped.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            write_cached(info, tmp / "ke_checkpoint.json", _config_dict(cfg))
+            write_cached(info, tmp / MARKER, key, files=files_in(tmp, MARKER))
 
         with _no_transformers_bars():
             save_folder_atomically(out_dir / f"step{step}", write)
-        torch_save_atomically({"step": step, "config": _config_dict(cfg), "optimizer": optimizer.state_dict(),
+        torch_save_atomically({"step": step, "config": key, "optimizer": optimizer.state_dict(),
                                 "torch_rng": torch.get_rng_state(),
                                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                                 "losses": list(losses)}, resume_path)

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..storage import read_cached, write_cached
+from ..storage import files_in, read_cached, write_cached
 from .pretrain import train_tokenizer
 from .world import WorldConfig, write_tasks, write_world
 
@@ -31,5 +31,5 @@ def build_world(config: WorldConfig, vocab_size: int, world_dir, tokenizer_dir, 
                 yield from datasets.load_from_disk(str(corpora / role))["text"]
 
         train_tokenizer(texts(), vocab_size, tokenizer_dir)
-        write_cached({}, marker, key)
+        write_cached({}, marker, key, files=files_in(tokenizer_dir, marker.name))
     return corpora / "pretrain"
