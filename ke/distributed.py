@@ -3,7 +3,8 @@
 torchrun, `accelerate launch --multi_gpu` (which runs torchrun) and mpirun tell each process its place through the
 environment (WORLD_SIZE / RANK / MASTER_ADDR, or MPI's variables). accelerate's PartialState joins their process
 group, but on a machine without a GPU only when told to use the CPU (ACCELERATE_USE_CPU); otherwise every process
-would run the whole job alone. `state` tells it so, and refuses a launch whose processes still did not join.
+would run the whole job alone. `state` tells it so, and refuses in one sentence a launch whose processes cannot or
+did not join (so work is never done twice).
 """
 from __future__ import annotations
 
@@ -36,9 +37,13 @@ def state():
         raise UserError("`accelerate launch --cpu` (or without --multi_gpu) started one process whatever "
                         "--num_processes says; launch N processes with `torchrun --nproc_per_node N -m ke.cli ...` "
                         "or `accelerate launch --multi_gpu --num_processes N -m ke.cli ...`, or launch just one.")
+    if os.environ.get("WORLD_SIZE") and world > 1 and not (os.environ.get("RANK") and os.environ.get("MASTER_ADDR")):
+        raise UserError(f"WORLD_SIZE is {world} but RANK or MASTER_ADDR is not set, so this process cannot find the "
+                        "others; start the processes with torchrun or `accelerate launch --multi_gpu`, or unset "
+                        "WORLD_SIZE.")
     # FSDP is left to accelerate's own choice: it shards only over accelerator devices.
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (
-        world > 1 and not torch.accelerator.is_available() and not parse_flag_from_env("ACCELERATE_USE_FSDP"))
+        world > 1 and not torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_FSDP"))
     joined = PartialState(cpu=cpu)
     if joined.num_processes != world:
         raise UserError(f"this process was launched as one of {world} (WORLD_SIZE) but joined a group of "

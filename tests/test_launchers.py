@@ -144,3 +144,23 @@ def test_accelerate_cpu_starts_one_process_and_is_refused(inputs, tmp_path):
     assert "ke entropy: error: `accelerate launch --cpu` (or without --multi_gpu) started one process" in done.stderr
     assert "Traceback" not in done.stderr.split("ke entropy: error:")[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "2", "MASTER_PORT": "29999"}, "WORLD_SIZE is 2 but RANK or MASTER_ADDR is not set"),
+    ({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29999"}, "started one process"),
+])
+def test_a_launch_that_cannot_join_is_refused_before_any_state(monkeypatch, env, message):
+    from accelerate import PartialState
+
+    from ke.distributed import state
+    from ke.errors import UserError
+    for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_USE_CPU", "PMI_SIZE",
+                 "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    initialised = PartialState._shared_state != {}
+    with pytest.raises(UserError, match=message):
+        state()
+    assert (PartialState._shared_state != {}) == initialised  # refused before accelerate set anything up
