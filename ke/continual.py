@@ -17,8 +17,8 @@ the global batch of batch_size rows is built once per update, then process r tak
 (the official `i // device_batch_size`) and cuts them into micro-batches of micro_batch_size rows whose
 gradients accumulate (`Accelerator(gradient_accumulation_steps=...)`). Every row holds exactly seq_len tokens,
 so the mean of the micro-batch mean losses is the global batch's mean token loss and the update equals one
-full-batch update up to float rounding. Data parallel on a CPU-only machine: ACCELERATE_USE_CPU=1 with
-`--multi_gpu` (gloo). Sharded (FSDP2): `--config_file ke/configs/fsdp.yaml`.
+full-batch update up to float rounding. Launched by torchrun or `accelerate launch --multi_gpu`, on GPUs or CPUs
+(gloo; see ke.distributed). Sharded (FSDP2): `--config_file ke/configs/fsdp.yaml`.
 """
 from __future__ import annotations
 
@@ -309,8 +309,10 @@ def setup(start, corpus, knowledge: FictionalKnowledge, tasks: Tasks | None, cfg
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from ke.distributed import state
     from ke.models import load_model
 
+    state()  # joins the launch's processes before accelerate would settle on one
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     micro, accumulation = micro_batching(cfg, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = accumulation  # known once the processes are

@@ -190,11 +190,9 @@ def load_measurement_data(spec: str, max_docs: int | None = None) -> list[str | 
 # ---------------------------------------------------------------- processes (accelerate)
 
 def _state():
-    """accelerate's PartialState of this process. On CPUs (`ACCELERATE_USE_CPU=1`, as `accelerate launch --cpu`
-    sets it) it must be told so, or a launched process without a GPU would not join the gloo process group."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    """accelerate's PartialState of this process, joined to its launch's process group (see ke.distributed)."""
+    from .distributed import state
+    return state()
 
 
 def _processes() -> tuple[int, int]:
