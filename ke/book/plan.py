@@ -586,10 +586,10 @@ def _loaded(path: str, revision: str | None, dtype: str, device: str):
 
 
 def _measure(item: Measurement, progress: bool) -> dict:
-    """run_entropy, and with item.bootstrap the intervals over documents, kept in bootstrap.json (the per-document
-    coefficients they come from are deleted afterwards: they are large and nothing else reads them)."""
-    from ..entropy import (COEFFICIENTS_FILE, PER_DOCUMENT_FILE, RESULT_FILE, bootstrap_entropy, entropy_key,
-                           load_per_document, run_entropy)
+    """run_entropy, and with item.bootstrap the intervals over documents, kept in bootstrap.json; the per-document
+    coefficients they come from stay (4 MB for the 1B role's sample): the validity check's paired interval of an
+    entropy change (ke.book.validity) resamples them again."""
+    from ..entropy import PER_DOCUMENT_FILE, RESULT_FILE, bootstrap_entropy, entropy_key, load_per_document, run_entropy
     from ..storage import read_cached, write_cached
 
     path, revision = item.checkpoint.locate()
@@ -608,15 +608,8 @@ def _measure(item: Measurement, progress: bool) -> dict:
     key = {"entropy": record["key"], "draws": item.bootstrap}
     cached = read_cached(item.out_dir / "bootstrap.json", key)
     if cached is None:
-        if PER_DOCUMENT_FILE not in record["files"]:  # measured before, its per-document file deleted
-            (item.out_dir / RESULT_FILE).unlink()
-            record = entropy()
         cached = write_cached(bootstrap_entropy(load_per_document(item.out_dir), item.bootstrap),
                               item.out_dir / "bootstrap.json", key)
-    if PER_DOCUMENT_FILE in record["files"]:  # entropy.json vouches for what stays, then the file goes
-        record = write_cached(record, item.out_dir / RESULT_FILE, record["key"],
-                              files=[item.out_dir / COEFFICIENTS_FILE])
-        (item.out_dir / PER_DOCUMENT_FILE).unlink()
     return {**record, "bootstrap": cached}
 
 
