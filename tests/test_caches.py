@@ -131,7 +131,7 @@ def test_damaged_or_deleted_measurement_files_are_measured_again(tiny_models, tm
     assert torch.equal(load_file(str(out / "coefficients.safetensors"))["mean_abs_coefficients"], reference)
 
 
-def test_book_measurement_keeps_entropy_json_true_after_dropping_per_document_file(tiny_models, tmp_path, capsys):
+def test_book_measurement_vouches_for_its_per_document_file_and_bootstrap(tiny_models, tmp_path, capsys):
     from ke.book.plan import _measure
 
     data, out, source = tmp_path / "docs.txt", tmp_path / "m", str(tiny_models("olmo"))
@@ -141,15 +141,15 @@ def test_book_measurement_keeps_entropy_json_true_after_dropping_per_document_fi
                                  device="cpu", out_dir=out, bootstrap=50)
     first = _measure(item, False)
     capsys.readouterr()
-    assert not (out / "per_document.safetensors").exists() and list(first["files"]) == ["coefficients.safetensors"]
+    assert set(first["files"]) == {"coefficients.safetensors", "per_document.safetensors"}  # kept for validity
     assert _measure(item, False) == first and capsys.readouterr().err == ""  # cached, nothing re-measured
-    for damage in (truncate, Path.unlink):
-        damage(out / "coefficients.safetensors")
-        again = _measure(item, False)
-        assert damaged_notice(capsys.readouterr().err, out / "coefficients.safetensors")
-        assert again["files"] == first["files"] and again["bootstrap"] == first["bootstrap"]
-        assert not (out / "per_document.safetensors").exists()
-    truncate(out / "bootstrap.json")  # a single JSON: its own damage is noticed; remeasured for its per-document file
+    for name in ("coefficients.safetensors", "per_document.safetensors"):
+        for damage in (truncate, Path.unlink):
+            damage(out / name)
+            again = _measure(item, False)
+            assert damaged_notice(capsys.readouterr().err, out / name)
+            assert again["files"] == first["files"] and again["bootstrap"] == first["bootstrap"]
+    truncate(out / "bootstrap.json")  # a single JSON: its own damage is noticed and it is recomputed
     again = _measure(item, False)
     assert damaged_notice(capsys.readouterr().err, out / "bootstrap.json")
     assert again["bootstrap"] == first["bootstrap"] and again["knowledge_entropy"] == first["knowledge_entropy"]
