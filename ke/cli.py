@@ -336,7 +336,7 @@ def add_book(subparsers):
     p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml, or a YAML path")
     p.add_argument("--warnings-as-errors", action="store_true", help="fail the build on any Sphinx warning")
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
-    p.add_argument("--jobs", type=positive_int, default=2, help="processes working side by side")
+    p.add_argument("--jobs", type=int, default=2, help="processes working side by side")
     p.set_defaults(func=run_book_command)
 
 
