@@ -50,7 +50,7 @@ PRESETS = [
     ("a misspelled section", changed(lambda p: p.update(entropi=p.pop("entropy"))),
      "unknown section 'entropi'; did you mean 'entropy'?"),
     ("a misspelled setting field", changed(lambda p: p["continual"]["settings"].update(odd={"learning_rate": 1})),
-     "unknown ContinualConfig field 'learning_rate'"),
+     "overrides unknown field 'learning_rate'"),
     ("invalid YAML", "name: broken\nmodels:\n  a: [1,\n  b: 2\nentropy: {}\n", "is not valid YAML at line 5"),
 ]
 

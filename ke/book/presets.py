@@ -360,7 +360,7 @@ def validate(preset: Preset, path: Path) -> None:
             bad = [k for k in (overrides or {}) if k not in fields]
             if bad:
                 raise UserError(f"{path}: continual.settings.{setting} overrides "
-                                f"{unknown_key(bad[0], sorted(fields), 'unknown ContinualConfig field')}")
+                                f"{unknown_key(bad[0], sorted(fields), 'unknown field')}")
             config = dataclasses.replace(c.config, **(overrides or {}))
             try:
                 validate_continual(config)
@@ -383,7 +383,7 @@ def validate(preset: Preset, path: Path) -> None:
                 bad = [k for k in cell if k not in fields | {"seeds"}]
                 if bad:
                     raise UserError(f"{path}: regime.sweeps.{sweep} has a cell that overrides "
-                                    f"{unknown_key(bad[0], sorted(fields), 'unknown PretrainConfig field')}")
+                                    f"{unknown_key(bad[0], sorted(fields), 'unknown field')}")
                 if not set(cell) - {"seeds"}:
                     raise UserError(f"{path}: regime.sweeps.{sweep} has a cell {cell} that changes nothing; give "
                                     f"it a PretrainConfig field to override, e.g. weight_decay_efolds.")
