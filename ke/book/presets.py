@@ -21,6 +21,7 @@ from ..continual import validate as validate_continual
 from ..errors import UserError
 from ..miniature.pretrain import PretrainConfig
 from ..miniature.world import WorldConfig
+from ..resuscitate import check_recipe
 from .paper import PAPER_MODELS
 
 SECTIONS = ("name", "run_dir", "world", "models", "entropy", "continual", "resuscitation", "regime")
@@ -342,6 +343,8 @@ def validate(preset: Preset, path: Path) -> None:
     for name in ("seq_len", "batch_size", "max_docs"):
         if getattr(e, name) < 1:
             raise UserError(f"{path}: entropy.{name} is {getattr(e, name)}; it must be a positive integer.")
+    if e.bootstrap < 0:
+        raise UserError(f"{path}: entropy.bootstrap is {e.bootstrap}; give a number of draws, or 0 for none.")
     roles = [spec.role for spec in preset.models.values()]
     if len(set(roles)) != len(roles):
         raise UserError(f"{path}: two models play the same role; give each model its own role.")
@@ -370,6 +373,9 @@ def validate(preset: Preset, path: Path) -> None:
                 if spec.is_zoo and config.seq_len > spec.pretrain.seq_len:
                     raise UserError(f"{path}: continual.config with settings.{setting} has seq_len {config.seq_len}, "
                                     f"longer than the context of models.{key} ({spec.pretrain.seq_len}); shorten it.")
+        if c.entity_docs < 1 or c.entity_seq_len is not None and c.entity_seq_len < 2:
+            raise UserError(f"{path}: continual.entity_docs must be at least 1 and entity_seq_len at least 2 (or "
+                            f"unset); got {c.entity_docs} and {c.entity_seq_len}.")
         if "baseline" not in c.settings:
             raise UserError(f"{path}: continual.settings needs a 'baseline' entry (may be empty: {{}}); add it.")
     g = preset.regime
@@ -398,3 +404,11 @@ def validate(preset: Preset, path: Path) -> None:
     if r is not None and r.model is not None and r.model not in preset.models:
         raise UserError(f"{path}: resuscitation.model is {r.model!r}, which the preset does not have; "
                         f"its models are {', '.join(preset.models)}.")
+    if r is not None:
+        for ratio, factor in [(r.ratio, r.factor), *((p, 1.0) for p in r.ratios), *((r.ratio, q) for q in r.factors)]:
+            try:
+                check_recipe(ratio, factor)
+            except UserError as error:
+                raise UserError(f"{path}: resuscitation: {str(error).replace('--', '')}") from None
+        if not all(t > 0 for t in r.temperatures):
+            raise UserError(f"{path}: resuscitation.temperatures must be positive; got {r.temperatures}.")
