@@ -13,6 +13,7 @@ import os
 import re
 import weakref
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -364,26 +365,25 @@ def _load_error(source: str, revision: str | None, error: Exception, cache_only:
     return UserError(f"could not load model {where} ({str(error).splitlines()[0][:160]}); {hint}.")
 
 
-_REACHABLE: list[bool] = []  # the hub's reachability, asked once per process
-
-
 def hub_reachable() -> bool:
     """False with HF_HUB_OFFLINE=1 or when a connection to the hub fails within 3 s (then only the local cache is
     used, instead of the retries of every download)."""
-    if not _REACHABLE:
-        import socket
-        from urllib.parse import urlparse
+    return not _offline_mode() and _hub_answers()
 
-        from huggingface_hub import constants
-        reachable = not _offline_mode()
-        if reachable:
-            url = urlparse(constants.ENDPOINT)
-            try:
-                socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
-            except OSError:
-                reachable = False
-        _REACHABLE.append(reachable)
-    return _REACHABLE[0]
+
+@lru_cache(maxsize=1)
+def _hub_answers() -> bool:
+    """Whether the hub's host accepts a connection (asked once per process)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
 
 
 def context_length(config) -> int | None:
