@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
 import types
 import typing
 from pathlib import Path
+
+from importlib.metadata import version
 
 from .errors import Interrupted, UserError
 
@@ -30,10 +34,41 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,100,200; got {text!r}") from None
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (none for flags that are off and options without a default)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def command(subparsers, name: str, summary: str, description: str):
+    """A subcommand: `summary` in `ke --help`, `description` (which begins with it) in `ke NAME --help`."""
+    return subparsers.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {description}",
+                                 formatter_class=HelpFormatter)
+
+
+def choices() -> dict[str, tuple]:
+    """Allowed values of the config fields that take one of a few words, from the modules that check them."""
+    from .metrics import NORMALISATIONS
+    from .miniature.pretrain import ACTIVATIONS, FAMILIES
+    from .train import SHAPES
+    return {"lr_shape": SHAPES, "mixed_precision": ("no", "bf16", "fp16"), "probe_normalisation": NORMALISATIONS,
+            "family": FAMILIES, "activation": ACTIVATIONS}
+
+
+def field_comments(config_class) -> dict[str, str]:
+    """The comment after each field of a config dataclass (its documentation), by field name."""
+    found = re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", inspect.getsource(config_class), re.MULTILINE)
+    return {name: comment.strip() for name, comment in found}
+
+
 def add_config_options(parser, config_class, skip: tuple = ()) -> None:
     """One --flag per field of a config dataclass: booleans as --x/--no-x, lists of integers comma-separated,
-    defaults and help from the class (its field comments are the documentation)."""
+    defaults, allowed values and help from the class (its field comments are the documentation)."""
     hints = typing.get_type_hints(config_class)
+    comments, allowed = field_comments(config_class), choices()
     for field in dataclasses.fields(config_class):
         if field.name in skip:
             continue
@@ -43,12 +78,15 @@ def add_config_options(parser, config_class, skip: tuple = ()) -> None:
             if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
         kind = options[0]
         default = field.default if field.default is not dataclasses.MISSING else None
+        text = comments.get(field.name, "").replace("%", "%%")
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text or " ")
         elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, type=int_list, default=default, help=f"comma-separated; default: {default}")
+            parser.add_argument(flag, type=int_list, default=default,
+                                help="comma-separated" + (f"; {text}" if text else ""))
         else:
-            parser.add_argument(flag, type=kind, default=default, help=f"default: {default}")
+            parser.add_argument(flag, type=kind, default=default, choices=allowed.get(field.name),
+                                help=text or kind.__name__)
 
 
 def config_from_args(config_class, args, skip: tuple = ()):
@@ -59,10 +97,11 @@ def config_from_args(config_class, args, skip: tuple = ()):
 # ----------------------------------------------------------------------------------------------- measuring
 
 def add_entropy(subparsers):
-    p = subparsers.add_parser("entropy", help="knowledge (and attention / next-token) entropy of checkpoints",
-                              description="Measure one checkpoint, or several (each cached in its own folder under "
-                                          "--out). Under `accelerate launch` the documents of one checkpoint, or the "
-                                          "checkpoints themselves, are split across the processes.")
+    p = command(subparsers, "entropy", "knowledge (and attention / next-token) entropy of checkpoints",
+                "Measure one checkpoint, or several (each cached in its own folder under --out); writes "
+                "entropy.json (entropies in nats) and coefficients.safetensors (C-bar, layers x FFN width). Under "
+                "`accelerate launch` the documents of one checkpoint, or the checkpoints themselves, are split "
+                "across the processes.")
     p.add_argument("model", help="local checkpoint folder, run folder of stepN/ checkpoints, or hub id")
     p.add_argument("--revision", action="append", help="hub branch, tag or commit, e.g. step738020-tokens3094B; "
                                                         "repeat it to measure several checkpoints in one call")
@@ -70,11 +109,13 @@ def add_entropy(subparsers):
     p.add_argument("--data", required=True, help=".txt (a document per line), .jsonl (a text field, or input_ids "
                                                  "measured as given without re-tokenizing), a saved data set folder, or "
                                                  "a hub data set name[:config][@split]")
-    p.add_argument("--max-docs", type=positive_int)
-    p.add_argument("--seq-len", type=positive_int, default=1024)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--max-docs", type=positive_int, help="measure only the first N documents (default: all)")
+    p.add_argument("--seq-len", type=positive_int, default=1024,
+                   help="tokens per document (longer ones are cut); at most the model's context")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="documents per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (each launched process its own GPU)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weights and activations")
     p.add_argument("--count-padding", action="store_true",
                    help="official-code behaviour: pad to --seq-len, no attention mask, average over all positions")
     p.add_argument("--attention", action="store_true", help="also attention entropy (Eq. 3; eager attention)")
@@ -98,8 +139,11 @@ def run_entropy_command(args):
                                per_document=args.per_document)
     common = dict(max_docs=args.max_docs, settings=settings, dtype=args.dtype, device=args.device)
     if args.all_checkpoints or len(args.revision or []) > 1:
-        from .models import list_checkpoints
+        from .models import check_context, list_checkpoints
         checkpoints = list_checkpoints(args.model) if args.all_checkpoints else args.revision
+        for first in checkpoints[:1]:  # the checkpoints of one run share its context
+            check_context(*((first.path, first.revision) if hasattr(first, "path") else (args.model, first)),
+                          args.seq_len)
         before = {path: stamp(path) for path in Path(args.out).glob(f"*/{RESULT_FILE}")}
         records = run_entropy_many(args.model, checkpoints, args.data, args.out, split=args.split, **common)
         for record in records:
@@ -120,7 +164,10 @@ def run_entropy_command(args):
 
 
 def add_checkpoints(subparsers):
-    p = subparsers.add_parser("checkpoints", help="list the checkpoints of a local run or a hub repo")
+    p = command(subparsers, "checkpoints", "list the checkpoints of a local run or a hub repo",
+                "One line per checkpoint, in training order: step, name (folder or hub branch), OLMo-2 stage and "
+                "ingredient, hub commit. Offline (HF_HUB_OFFLINE=1 or no network) a hub repo lists the branches the "
+                "local Hugging Face cache holds.")
     p.add_argument("model", help="run folder of stepN/ checkpoints, or a hub id such as allenai/OLMo-1B-hf")
     p.add_argument("--stage", type=int, help="OLMo-2 repos: only this pretraining stage (1 or 2)")
     p.set_defaults(func=run_checkpoints_command)
@@ -128,6 +175,9 @@ def add_checkpoints(subparsers):
 
 def run_checkpoints_command(args):
     from .models import list_checkpoints
+    if (Path(args.model).expanduser() / "config.json").exists():
+        raise UserError(f"{args.model} is one checkpoint, not a run of stepN/ checkpoint folders; pass the run "
+                        f"folder that holds it, or measure it directly with `ke entropy {args.model}`.")
     for checkpoint in list_checkpoints(args.model, stage=args.stage):
         stage = f"  stage {checkpoint.stage}" + (f" {checkpoint.ingredient}" if checkpoint.ingredient else "") \
             if checkpoint.stage else ""
@@ -137,30 +187,34 @@ def run_checkpoints_command(args):
 
 def add_first_batch(subparsers):
     from .first_batch import OLMO_1B_DATA_ORDER, OLMO_BATCH, OLMO_TOKENIZER, PYTHIA_BATCH, PYTHIA_TOKENIZER
-    p = subparsers.add_parser("first-batch", help="export the first instances of a model's training order (.jsonl)",
-                              description="The paper's entropy sample: the first batch of the training data order, "
-                                          "as text and token ids with checksums.")
+    p = command(subparsers, "first-batch", "export the first instances of a model's training order (.jsonl)",
+                "The paper's entropy sample: the first batch of the training data order, as text and token ids "
+                "with checksums.")
     kinds = p.add_subparsers(dest="kind", required=True)
-    olmo = kinds.add_parser("olmo", help="OLMo (v1): global_indices.npy and the training config's memmap files")
+    olmo = kinds.add_parser("olmo", help="OLMo (v1): global_indices.npy and the training config's memmap files",
+                            description="OLMo (v1): the instances global_indices.npy orders first, read from the "
+                                        "training config's memmap files.", formatter_class=HelpFormatter)
     olmo.add_argument("--config", help="OLMo training config YAML (path or URL), e.g. configs/official/OLMo-1B.yaml")
     olmo.add_argument("--data-paths", nargs="+", help="the memmap .npy files, in the config's order (instead of "
                                                       "--config)")
     olmo.add_argument("--data-order", default=OLMO_1B_DATA_ORDER, help="global_indices.npy (path or URL)")
     olmo.add_argument("--seq-len", type=positive_int, help="instance length (default: the config's, else 2048)")
     olmo.add_argument("--dtype", help="token dtype of the memmaps (default: the config's, else uint16)")
-    olmo.add_argument("--tokenizer", default=OLMO_TOKENIZER)
-    olmo.add_argument("--num", type=positive_int, default=OLMO_BATCH)
-    pythia = kinds.add_parser("pythia", help="Pythia: the pre-shuffled, pre-tokenized Pile (.idx + .bin)")
+    olmo.add_argument("--tokenizer", default=OLMO_TOKENIZER, help="decodes the token ids to text")
+    olmo.add_argument("--num", type=positive_int, default=OLMO_BATCH, help="instances to export (OLMo-1B's batch)")
+    pythia = kinds.add_parser("pythia", help="Pythia: the pre-shuffled, pre-tokenized Pile (.idx + .bin)",
+                              description="Pythia: the first instances of the pre-shuffled, pre-tokenized Pile "
+                                          "(Megatron .idx + .bin).", formatter_class=HelpFormatter)
     pythia.add_argument("--index", required=True, help="the Megatron .idx file")
     pythia.add_argument("--data", required=True, nargs="+", help="the .bin file, or its shards in order")
-    pythia.add_argument("--tokenizer", default=PYTHIA_TOKENIZER)
-    pythia.add_argument("--num", type=positive_int, default=PYTHIA_BATCH)
+    pythia.add_argument("--tokenizer", default=PYTHIA_TOKENIZER, help="decodes the token ids to text")
+    pythia.add_argument("--num", type=positive_int, default=PYTHIA_BATCH, help="instances to export (Pythia's batch)")
     for sub in (olmo, pythia):
         sub.add_argument("--start", type=int, default=0, help="first training-order position")
         sub.add_argument("--out", required=True, help="the .jsonl to write (a .meta.json goes beside it)")
-        sub.add_argument("--skip-special-tokens", action="store_true")
+        sub.add_argument("--skip-special-tokens", action="store_true", help="leave special tokens out of the text")
         sub.add_argument("--workers", type=positive_int, default=8, help="parallel reads of remote files")
-        sub.add_argument("--no-progress", action="store_true")
+        sub.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_first_batch_command)
 
 
@@ -187,8 +241,9 @@ def run_first_batch_command(args):
 
 def add_pretrain(subparsers):
     from .miniature.pretrain import FAMILIES, PretrainConfig
-    p = subparsers.add_parser("pretrain", help="train a miniature model from scratch (resumable)",
-                              description=f"Pretrain an OLMo or GPT-NeoX model ({', '.join(FAMILIES)}) from scratch.")
+    p = command(subparsers, "pretrain", "train a miniature model from scratch (resumable)",
+                f"An OLMo or GPT-NeoX model ({', '.join(FAMILIES)}); options mirror "
+                "ke.miniature.pretrain.PretrainConfig. Run the same command again to resume.")
     p.add_argument("--corpus", required=True, help="folder of a datasets.Dataset with a 'text' column")
     p.add_argument("--tokenizer", required=True,
                    help="tokenizer folder; trained on the corpus (--vocab-size) if it holds none")
@@ -213,11 +268,10 @@ def run_pretrain_command(args):
 
 def add_continual(subparsers):
     from .continual import ContinualConfig
-    p = subparsers.add_parser("continual", help="continual knowledge learning from a checkpoint (A and F)",
-                              description="Continual knowledge learning with fictional knowledge injected "
-                                          "(paper Section 4); options mirror ke.continual.ContinualConfig. Data "
-                                          "parallel and sharded: accelerate launch [--config_file "
-                                          "ke/configs/fsdp.yaml] -m ke.cli continual ...")
+    p = command(subparsers, "continual", "continual knowledge learning from a checkpoint (A and F)",
+                "Fictional knowledge injected into a corpus (paper Section 4); options mirror "
+                "ke.continual.ContinualConfig. Data parallel and sharded: accelerate launch [--config_file "
+                "ke/configs/fsdp.yaml] -m ke.cli continual ...")
     p.add_argument("model", help="checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
     p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
     p.add_argument("--corpus", required=True, help="folder of a datasets.Dataset with a 'text' column")
@@ -256,7 +310,11 @@ def run_continual_command(args):
 
 
 def add_resuscitate(subparsers):
-    p = subparsers.add_parser("resuscitate", help="Algorithm 1: raise inactive memory coefficients, save a checkpoint")
+    p = command(subparsers, "resuscitate", "Algorithm 1: raise inactive memory coefficients, save a checkpoint",
+                "Per layer, the FFN slots whose mean |coefficient| C-bar (from `ke entropy` on the same "
+                "checkpoint) is at most the --ratio quantile get their up-projection row scaled by "
+                "--factor x mean(C-bar) / C-bar_i (paper Section 5); the result is a checkpoint folder for "
+                "`ke continual`.")
     p.add_argument("model", help="local checkpoint folder or hub id, e.g. allenai/OLMo-1B-hf")
     p.add_argument("--revision", help="hub branch, tag or commit, e.g. step738020-tokens3094B")
     p.add_argument("--coefficients", required=True,
@@ -264,7 +322,8 @@ def add_resuscitate(subparsers):
     p.add_argument("--ratio", type=float, required=True, help="p as a fraction: 0.5 = the lowest 50%% of slots")
     p.add_argument("--factor", type=float, required=True, help="q, the amplifying factor, e.g. 2")
     p.add_argument("--out", required=True, help="folder for the resuscitated checkpoint")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weights of the saved checkpoint")
     p.set_defaults(func=run_resuscitate_command)
 
 
@@ -282,11 +341,13 @@ def run_resuscitate_command(args):
 # ----------------------------------------------------------------------------------------------- the book
 
 def add_book(subparsers):
-    p = subparsers.add_parser("book", help="compute everything a preset plans and build the HTML book")
+    p = command(subparsers, "book", "compute everything a preset plans and build the HTML book",
+                "Runs the work `ke plan` lists (each item cached under the preset's run_dir, so an interrupted build "
+                "resumes), executes the notebooks of book/ and builds the HTML with Jupyter Book.")
     p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml, or a YAML path")
-    p.add_argument("--warnings-as-errors", action="store_true")
+    p.add_argument("--warnings-as-errors", action="store_true", help="fail the build on any Sphinx warning")
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
-    p.add_argument("--jobs", type=int, default=2, help="processes working side by side (default 2)")
+    p.add_argument("--jobs", type=int, default=2, help="processes working side by side")
     p.set_defaults(func=run_book_command)
 
 
@@ -296,8 +357,11 @@ def run_book_command(args):
 
 
 def add_plan(subparsers):
-    p = subparsers.add_parser("plan", help="print everything the book would compute for a preset (no network, "
-                                           "no GPU)")
+    p = command(subparsers, "plan", "print everything the book would compute for a preset (no network, no GPU)",
+                "The preset, checked and resolved into work items (as YAML): models and their analysed steps, "
+                "pretraining runs with their derived numbers (warmup steps, tokens, tokens per non-embedding "
+                "parameter, weight-decay e-folds S), measurements, continual runs (warmup and injection steps), "
+                "resuscitated checkpoints and the regime study; the last line counts the work items.")
     p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml, or a YAML path")
     p.set_defaults(func=run_plan_command)
 
@@ -332,8 +396,12 @@ def run_pilots_command(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ke", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="ke", description="Knowledge entropy of language models (Kim et al., ICLR "
+                                     "2025): measure checkpoints, train miniatures, continual learning, "
+                                     "resuscitation, and the book that reproduces the paper. `ke COMMAND --help` "
+                                     "describes each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('ke')}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_entropy, add_checkpoints, add_first_batch, add_pretrain, add_continual, add_resuscitate, add_book,
                 add_plan, add_pilots):
         add(subparsers)

@@ -410,6 +410,8 @@ def run_entropy(source: str, data: str, out_dir, *, revision: str | None = None,
     cached = read_cached(out_dir / RESULT_FILE, key)
     if cached is not None:
         return cached
+    from .models import check_context
+    check_context(source, revision, settings.seq_len, loaded.model.config if loaded is not None else None)
     documents = _documents(data, max_docs, key["data_files"])
     return _measure_and_write(source, revision, data, documents, out_dir, key, settings, dtype, device, progress,
                               loaded, split_documents)

@@ -14,6 +14,7 @@ import re
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -352,19 +353,81 @@ def load_model(source: str, revision: str | None = None, *, dtype: str = "float3
         raise UserError(f"--revision {revision} applies to hub ids, but {source} is a local folder; pass the "
                         "checkpoint folder itself (list them with `ke checkpoints`).")
     kwargs = {"revision": revision} if revision and not local else {}
+    cache_only = not local and not hub_reachable()
+    if cache_only:  # no retries against an unreachable hub: the local cache or a clear error, in seconds
+        kwargs["local_files_only"] = True
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items() if k == "revision"})
+        tokenizer = AutoTokenizer.from_pretrained(source, **{k: v for k, v in kwargs.items()
+                                                             if k in ("revision", "local_files_only")})
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except OSError as error:
-        where = f"{source}@{revision}" if revision else source
-        hint = "check the revision with `ke checkpoints`" if revision else "check the id and your network"
-        raise UserError(f"could not load model {where} ({str(error).splitlines()[0][:160]}); {hint}.") from None
+        raise _load_error(source, revision, error, cache_only) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(torch_device).eval()
     return Loaded(model, tokenizer, provenance(source, revision, local, dtype, str(torch_device)))
+
+
+def _load_error(source: str, revision: str | None, error: Exception, cache_only: bool) -> UserError:
+    where = f"{source}@{revision or 'main'}"
+    if cache_only:
+        return UserError(f"the Hugging Face Hub is unreachable and the local cache has no {where}; connect to the "
+                         "network once to download it (without HF_HUB_OFFLINE=1), or pass a local checkpoint folder.")
+    hint = "check the revision with `ke checkpoints`" if revision else "check the id and your network"
+    return UserError(f"could not load model {where} ({str(error).splitlines()[0][:160]}); {hint}.")
+
+
+def hub_reachable() -> bool:
+    """False with HF_HUB_OFFLINE=1 or when a connection to the hub fails within 3 s (then only the local cache is
+    used, instead of the retries of every download)."""
+    return not _offline_mode() and _hub_answers()
+
+
+@lru_cache(maxsize=1)
+def _hub_answers() -> bool:
+    """Whether the hub's host accepts a connection (asked once per process)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def context_length(config) -> int | None:
+    """The longest input a model's configuration allows (learned positions) or was trained on (rotary), or None."""
+    for name in ("n_positions", "max_position_embeddings", "max_sequence_length", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_context(source: str, revision: str | None, seq_len: int, config=None) -> None:
+    """Refuse a sequence length past the model's context: learned positions would index past their table, rotary
+    ones would run on positions the model never saw. `config`: the loaded model's, else read (no weights)."""
+    if config is None:
+        from transformers import AutoConfig
+        local = _is_local(source)
+        kwargs = {} if local else {"revision": revision, "local_files_only": not hub_reachable()}
+        try:
+            config = AutoConfig.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as error:
+            if local:
+                raise UserError(f"model folder {source} holds no readable config.json "
+                                f"({str(error).splitlines()[0][:120]}); pass a folder written by save_pretrained.") \
+                    from None
+            raise _load_error(source, revision, error, kwargs["local_files_only"]) from None
+    context = context_length(config)
+    if context is not None and seq_len > context:
+        raise UserError(f"--seq-len {seq_len} is longer than the context of {source} ({context} tokens); pass "
+                        f"--seq-len {context} or less.")
 
 
 def provenance(source: str, revision: str | None, local: bool, dtype: str, device: str) -> dict:

@@ -1,6 +1,7 @@
 """The `ke` command line: an end-to-end run in a subprocess, and one clear line (exit status 2) for bad input."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -131,7 +132,77 @@ def test_checkpoints_of_missing_run(tmp_path, capsys):
 def test_plan_prints_the_work_of_a_preset_without_computing_it(capsys):
     assert main(["plan", "--preset", "smoke"]) == 0
     out = capsys.readouterr().out
-    assert "continual_runs:" in out and "pretraining:" in out and "# work items per stage" in out
+    assert "continual_runs:" in out and "pretraining:" in out and "# work items:" in out
+
+
+def test_plan_shows_derived_numbers_and_counts_once(capsys):
+    """Beside the fractions and targets of the preset, the numbers they amount to; the body and the footer give
+    the same count of every kind of work item."""
+    import yaml
+    assert main(["plan", "--preset", "default"]) == 0
+    out = capsys.readouterr().out
+    body = yaml.safe_load(out)
+    footer = dict(re.findall(r"(\w[\w ]*?) (\d+)(?:,|$)", out.splitlines()[-1].removeprefix("# work items: ")))
+    assert int(footer["measurements"]) == body["measurements"]["count"]
+    assert int(footer["pretraining runs"]) == len(body["pretraining"])
+    assert int(footer["continual runs"]) == len(body["continual_runs"])
+    assert int(footer["resuscitated checkpoints"]) == len(body["resuscitated_checkpoints"])
+    olmo = next(r for r in body["pretraining"] if r["model"] == "olmo")
+    derived, config = olmo["derived"], olmo["config"]
+    # parameters/default.yaml gives the 1B role 50 tokens per parameter, S = 16.26 and 1% warmup
+    assert derived["tokens_per_parameter"] == pytest.approx(50, rel=0.01)
+    assert derived["weight_decay_efolds (S)"] == pytest.approx(16.26, abs=0.01)
+    assert derived["warmup_steps"] == config["warmup_steps"] == round(0.01 * config["steps"])
+    assert derived["tokens"] == config["steps"] * 16 * 128
+    baseline = body["continual_configurations"]["baseline"]["derived"]
+    assert (baseline["total_steps"], baseline["warmup_steps"], baseline["tokens"]) == (80, 4, 80 * 16 * 128)
+    assert baseline["injection_steps"].startswith("every 8 (steps 8, 16, ..., 80")
+
+
+def subcommands():
+    from ke.cli import build_parser
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+@pytest.mark.parametrize("name", ["entropy", "checkpoints", "first-batch", "pretrain", "continual", "resuscitate",
+                                  "book", "plan"])
+def test_every_subcommand_describes_itself_and_its_defaults(name):
+    parser = subcommands()[name]
+    parsers = [parser] + [p for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict)
+                          for p in a.choices.values()]
+    for p in parsers:
+        assert p.description and p.description.rstrip().endswith("."), (p.prog, p.description)
+        text = "".join(p.format_help().split())  # long defaults (URLs) are wrapped anywhere
+        for action in p._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                assert f"(default:{action.default})".replace(" ", "") in text, (p.prog, action.option_strings)
+            if action.option_strings and action.dest != "help":
+                assert action.help, (p.prog, action.option_strings)
+
+
+def test_help_shows_defaults_allowed_values_and_version(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"ke {version('ke')}"
+    top = " ".join(subcommands()["entropy"].format_help().split())
+    assert "--seq-len SEQ_LEN tokens per document" in top and "(default: 1024)" in top and "(default: 8)" in top
+    from ke.cli import build_parser
+    description = build_parser().description
+    assert description.endswith(".") and "`ke COMMAND --help`" in description
+    pretrain = " ".join(subcommands()["pretrain"].format_help().split())
+    continual = " ".join(subcommands()["continual"].format_help().split())
+    for flag, values in (("--lr-shape", "{cosine,linear,constant}"), ("--family", "{olmo,gpt_neox}"),
+                         ("--activation", "{silu,gelu,relu}"), ("--mixed-precision", "{no,bf16,fp16}")):
+        assert f"{flag} {values}" in pretrain, flag
+    assert "--probe-normalisation {per_token,official}" in continual
+    assert "--mixed-precision {no,bf16,fp16}" in continual
+    assert "(default: per_token)" in continual and "(default: 160)" in continual
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--corpus", "c", "--tokenizer", "t", "--out", "o", "--lr-shape", "cosinus"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'cosinus'" in capsys.readouterr().err
 
 
 def test_book_refuses_a_non_positive_number_of_jobs(capsys):

@@ -383,12 +383,21 @@ def _add_run(plan: Plan, run: ContinualRun) -> None:
         plan.continual.append(run)
 
 
-def _step(plan: Plan, model: str, value: int | float) -> int:
-    """A step given as an int, or as a float fraction of the schedule: the saved step nearest to it."""
+def _step(plan: Plan, model: str, value: int | float, where: str) -> int:
+    """A step given as an int, or as a float fraction of the schedule: the saved step nearest to it; a start
+    outside the run (`where` names the preset's key) is refused here, before any work."""
+    seed = plan.seeds(model)[0]
+    saved = plan.saved[(model, seed)]
+    final = plan.final_steps[model]
     if isinstance(value, float):
-        seed = plan.seeds(model)[0]
-        steps = plan.saved[(model, seed)] or [r.step for r in plan.checkpoints[(model, seed)]]
-        return _nearest(steps, value * plan.final_steps[model])
+        if not 0 <= value <= 1:
+            raise UserError(f"preset {plan.preset!r}: {where} has the fraction {value:g}, outside the run of "
+                            f"{model!r}; give a fraction from 0 to 1 of its {final} steps, or a step.")
+        return _nearest(saved or [r.step for r in plan.checkpoints[(model, seed)]], value * final)
+    if not 0 <= value <= final or (saved is not None and value not in saved):
+        have = f"its saved steps are {saved}" if saved is not None else f"its run ends at step {final}"
+        raise UserError(f"preset {plan.preset!r}: {where} names step {value}, which model {model!r} does not "
+                        f"have; {have}.")
     return value
 
 
@@ -397,8 +406,9 @@ def _plan_continual(preset: Preset, plan: Plan) -> None:
     from the primary model's starts, each table setting from the table's starts (first seed)."""
     c = preset.continual
     primary = preset.primary
-    plan.starts = {key: [_step(plan, key, v) for v in c.starts.get(key) or []] for key in preset.models}
-    plan.table_starts = [_step(plan, primary, v) for v in c.table_starts]
+    plan.starts = {key: [_step(plan, key, v, f"continual.starts.{key}") for v in c.starts.get(key) or []]
+                   for key in preset.models}
+    plan.table_starts = [_step(plan, primary, v, "continual.table_starts") for v in c.table_starts]
     plan.settings = dict(c.settings)
     for key, steps in plan.starts.items():
         for seed in plan.seeds(key):
@@ -424,10 +434,10 @@ def _plan_resuscitation(preset: Preset, plan: Plan) -> None:
     r = preset.resuscitation
     key = r.model or preset.primary
     steps = [ref.step for ref in plan.checkpoints[(key, plan.seeds(key)[0])]]
-    final = _step(plan, key, r.final) if r.final is not None else plan.stages[key]["final"]
-    mids = [_step(plan, key, m) for m in r.mids] if r.mids else [plan.stages[key]["mid"],
+    final = _step(plan, key, r.final, "resuscitation.final") if r.final is not None else plan.stages[key]["final"]
+    mids = [_step(plan, key, m, "resuscitation.mids") for m in r.mids] if r.mids else [plan.stages[key]["mid"],
                                                                  _nearest(steps, 0.75 * plan.final_steps[key])]
-    starts = [_step(plan, key, s) for s in r.starts] if r.starts else (plan.starts.get(key)
+    starts = [_step(plan, key, s, "resuscitation.starts") for s in r.starts] if r.starts else (plan.starts.get(key)
                                                                         or sorted(set(plan.stages[key].values())))
     for name, value in (("final", [final]), ("mids", mids), ("starts", starts)):
         missing = [s for s in value if s not in steps]
@@ -507,6 +517,35 @@ def _plain(obj):
     return str(obj) if isinstance(obj, Path) else obj
 
 
+def _pretrain_numbers(config: PretrainConfig) -> dict:
+    """What a resolved pretraining configuration amounts to: the numbers a preset gives as targets or fractions."""
+    from ..miniature.pretrain import non_embedding_count
+    from ..train import regime
+    numbers = regime(config.schedule, weight_decay=config.weight_decay, tokens_per_step=config.batch_size *
+                     config.seq_len, non_embedding_params=non_embedding_count(config))
+    return {"warmup_steps": config.warmup_steps, "warmup_fraction": round(config.warmup_steps / config.steps, 4),
+            "tokens": numbers["tokens"], "non_embedding_parameters": numbers["non_embedding_parameters"],
+            "tokens_per_parameter": round(numbers["tokens_per_parameter"], 2),
+            "weight_decay_efolds (S)": round(numbers["weight_decay_efolds"], 2)}
+
+
+def _continual_numbers(config: ContinualConfig) -> dict:
+    """A continual configuration's fractions and counts as steps and tokens."""
+    return {"total_steps": config.total_steps, "warmup_steps": round(config.warmup_fraction * config.total_steps),
+            "injection_steps": f"every {config.interval} (steps {config.interval}, {2 * config.interval}, ..., "
+                               f"{config.steps} of each epoch)",
+            "eval_every_steps": config.eval_interval,
+            "tokens": config.total_steps * config.batch_size * config.seq_len}
+
+
+def _counts(plan: Plan) -> dict:
+    """Work items of each kind: one count, printed in the body and in the footer."""
+    return {"world": int(plan.world is not None), "pretraining runs": len(plan.pretraining),
+            "measurements": len(plan.measurements), "fact checks": len(plan.fact_checks),
+            "resuscitated checkpoints": len(plan.resuscitations), "continual runs": len(plan.continual),
+            "entity perplexities": len(plan.perplexities)}
+
+
 def describe(plan: Plan) -> str:
     """The plan as YAML: what `ke plan` prints. Hub checkpoints show their step; the branch is resolved when the
     item runs (so planning needs no network)."""
@@ -517,7 +556,7 @@ def describe(plan: Plan) -> str:
 
     configs = {}
     for run in plan.continual:
-        configs.setdefault(run.setting, _plain(run.config))
+        configs.setdefault(run.setting, {**_plain(run.config), "derived": _continual_numbers(run.config)})
     data = {
         "preset": plan.preset, "run_dir": str(plan.run_dir),
         "world": _plain(plan.world) if plan.world else None,
@@ -526,9 +565,11 @@ def describe(plan: Plan) -> str:
                          "seeds": {seed: {"source": where(refs[0]), "steps": [r.step for r in refs]}
                                    for (model, seed), refs in plan.checkpoints.items() if model == key}}
                    for key in plan.models},
-        "pretraining": [{"model": r.model, "seed": r.seed, "out_dir": str(r.out_dir), "config": _plain(r.config)}
-                        for r in plan.pretraining],
+        "pretraining": [{"model": r.model, "seed": r.seed, "out_dir": str(r.out_dir), "config": _plain(r.config),
+                         "derived": _pretrain_numbers(r.config)} for r in plan.pretraining],
         "measurements": {"count": len(plan.measurements),
+                         "on resuscitated checkpoints": sum(isinstance(m.checkpoint, Resuscitation)
+                                                            for m in plan.measurements),
                          "corpora": sorted({f"{m.corpus}: {m.data}" for m in plan.measurements}),
                          "settings": sorted({json.dumps(_plain(m.settings)) for m in plan.measurements})},
         "continual_configurations": configs,
@@ -546,9 +587,8 @@ def describe(plan: Plan) -> str:
                          if r.tasks and r.tasks.include_path else ", ".join(r.tasks.names) if r.tasks else "none"
                          for r in plan.continual}),
     }
-    counts = {name: len(items) for name, items in zip(("world", "pretraining", "measurements", "resuscitations",
-                                                        "continual"), plan.work())}
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120) + f"# work items per stage: {counts}"
+    counts = ", ".join(f"{name} {count}" for name, count in _counts(plan).items())
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120) + f"# work items: {counts}"
 
 
 # ----------------------------------------------------------------------------------------------- executing

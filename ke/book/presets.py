@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,9 +17,11 @@ from pathlib import Path
 import yaml
 
 from ..continual import ContinualConfig
+from ..continual import validate as validate_continual
 from ..errors import UserError
 from ..miniature.pretrain import PretrainConfig
 from ..miniature.world import WorldConfig
+from ..resuscitate import check_recipe
 from .paper import PAPER_MODELS
 
 SECTIONS = ("name", "run_dir", "world", "models", "entropy", "continual", "resuscitation", "regime")
@@ -224,14 +227,22 @@ def _check_value(value, hint, where: str, file: Path):
     return value
 
 
+def unknown_key(key, known, what: str) -> str:
+    """The end of an error about an unknown key: the nearest known one, when one is near, else all of them."""
+    near = difflib.get_close_matches(str(key), list(known), n=1)
+    return f"{what} {key!r}; did you mean {near[0]!r}?" if near else f"{what} {key!r}; the keys are {', '.join(known)}."
+
+
 def build(cls, mapping: dict, where: str, file: Path):
     """A `cls` dataclass from a YAML mapping: unknown keys, missing required keys and values of the wrong kind
     are one-sentence errors naming the file and the key."""
+    if not isinstance(mapping, dict):
+        raise UserError(f"{file}: {where} must be a mapping of {cls.__name__} fields; got {mapping!r}.")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = [k for k in mapping if k not in names]
     if unknown:
-        raise UserError(f"{file}: {where} has unknown key {unknown[0]!r}; its keys are {', '.join(names)}.")
+        raise UserError(f"{file}: {where} has {unknown_key(unknown[0], names, 'unknown key')}")
     required = [f.name for f in dataclasses.fields(cls)
                 if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     missing = [k for k in required if k not in mapping]
@@ -246,7 +257,10 @@ def _read_yaml(path: Path, root: Path, seen: tuple = ()) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); fix the file.") from None
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"{path} is not valid YAML{line} ({problem}); fix the file there.") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path} must be a mapping of preset sections (name, models, ...); got {raw!r}.")
     base = raw.pop("extends", None)
@@ -270,20 +284,28 @@ def load_preset(name: str = "default", root: Path | None = None, **overrides) ->
     raw = _read_yaml(path, root)
     unknown = [k for k in [*raw, *overrides] if k not in SECTIONS]
     if unknown:
-        raise UserError(f"{path}: unknown section {unknown[0]!r}; the sections are {', '.join(SECTIONS)}.")
+        raise UserError(f"{path}: {unknown_key(unknown[0], SECTIONS, 'unknown section')}")
     for key, value in overrides.items():
         if value is not None:
             raw[key] = _merge(raw.get(key) or {}, value) if isinstance(value, dict) else value
     for key in ("name", "models", "entropy"):
         if key not in raw:
             raise UserError(f"{path} lacks the required section {key!r}; add it (see parameters/default.yaml).")
+    if not isinstance(raw["models"], dict) or not raw["models"]:
+        raise UserError(f"{path}: models must be a mapping of at least one model (key: role, family, label, ...); "
+                        f"got {raw['models']!r}.")
+    if raw.get("world") is not None and not isinstance(raw["world"], dict):
+        raise UserError(f"{path}: world must be a mapping of WorldConfig fields; got {raw['world']!r}.")
     world = dict(raw["world"]) if raw.get("world") else None
     vocab_size = world.pop("vocab_size", 4096) if world else 4096
     models = {}
     for key, spec in raw["models"].items():
-        if "family" in ((spec or {}).get("pretrain") or {}):
+        if not isinstance(spec, dict):
+            raise UserError(f"{path}: models.{key} must be a mapping of ModelSpec fields (role, family, label, ...); "
+                            f"got {spec!r}.")
+        if "family" in (spec.get("pretrain") or {}):
             raise UserError(f"{path}: models.{key}.pretrain sets family; set it once, as models.{key}.family.")
-        models[key] = build(ModelSpec, spec or {}, f"models.{key}", path)
+        models[key] = build(ModelSpec, spec, f"models.{key}", path)
         if models[key].pretrain is not None:   # the model's family is its architecture when trained here
             models[key].pretrain = dataclasses.replace(models[key].pretrain, family=models[key].family)
     run_dir = Path(raw.get("run_dir") or f"runs/{raw['name']}")
@@ -313,6 +335,16 @@ def validate(preset: Preset, path: Path) -> None:
                             "add a world section or give the model a source.")
         if not spec.seeds:
             raise UserError(f"{path}: models.{key}.seeds is empty; give at least one seed, e.g. [0].")
+        context = spec.pretrain.seq_len if spec.is_zoo else None  # a zoo model's max_position_embeddings
+        if context is not None and preset.entropy.seq_len > context:
+            raise UserError(f"{path}: entropy.seq_len {preset.entropy.seq_len} is longer than the context of "
+                            f"models.{key} (pretrain.seq_len {context}); set entropy.seq_len to {context} or less.")
+    e = preset.entropy
+    for name in ("seq_len", "batch_size", "max_docs"):
+        if getattr(e, name) < 1:
+            raise UserError(f"{path}: entropy.{name} is {getattr(e, name)}; it must be a positive integer.")
+    if e.bootstrap < 0:
+        raise UserError(f"{path}: entropy.bootstrap is {e.bootstrap}; give a number of draws, or 0 for none.")
     roles = [spec.role for spec in preset.models.values()]
     if len(set(roles)) != len(roles):
         raise UserError(f"{path}: two models play the same role; give each model its own role.")
@@ -330,8 +362,20 @@ def validate(preset: Preset, path: Path) -> None:
         for setting, overrides in c.settings.items():
             bad = [k for k in (overrides or {}) if k not in fields]
             if bad:
-                raise UserError(f"{path}: continual.settings.{setting} overrides unknown field {bad[0]!r}; the "
-                                f"fields are those of ContinualConfig ({', '.join(sorted(fields))}).")
+                raise UserError(f"{path}: continual.settings.{setting} overrides "
+                                f"{unknown_key(bad[0], sorted(fields), 'unknown field')}")
+            config = dataclasses.replace(c.config, **(overrides or {}))
+            try:
+                validate_continual(config)
+            except UserError as error:
+                raise UserError(f"{path}: continual.config with settings.{setting}: {error}") from None
+            for key, spec in preset.models.items():
+                if spec.is_zoo and config.seq_len > spec.pretrain.seq_len:
+                    raise UserError(f"{path}: continual.config with settings.{setting} has seq_len {config.seq_len}, "
+                                    f"longer than the context of models.{key} ({spec.pretrain.seq_len}); shorten it.")
+        if c.entity_docs < 1 or c.entity_seq_len is not None and c.entity_seq_len < 2:
+            raise UserError(f"{path}: continual.entity_docs must be at least 1 and entity_seq_len at least 2 (or "
+                            f"unset); got {c.entity_docs} and {c.entity_seq_len}.")
         if "baseline" not in c.settings:
             raise UserError(f"{path}: continual.settings needs a 'baseline' entry (may be empty: {{}}); add it.")
     g = preset.regime
@@ -343,9 +387,15 @@ def validate(preset: Preset, path: Path) -> None:
         for sweep, cells in g.sweeps.items():
             for cell in cells:
                 bad = [k for k in cell if k not in fields | {"seeds"}]
-                if bad or not set(cell) - {"seeds"}:
-                    raise UserError(f"{path}: regime.sweeps.{sweep} has a cell {cell} with unknown or no field "
-                                    f"{bad[:1]}; a cell overrides PretrainConfig fields ({', '.join(sorted(fields))}).")
+                if bad:
+                    raise UserError(f"{path}: regime.sweeps.{sweep} has a cell that overrides "
+                                    f"{unknown_key(bad[0], sorted(fields), 'unknown field')}")
+                if not set(cell) - {"seeds"}:
+                    raise UserError(f"{path}: regime.sweeps.{sweep} has a cell {cell} that changes nothing; give "
+                                    f"it a PretrainConfig field to override, e.g. weight_decay_efolds.")
+                if cell.get("seq_len", e.seq_len) < e.seq_len:
+                    raise UserError(f"{path}: regime.sweeps.{sweep} has a cell with seq_len {cell['seq_len']}, "
+                                    f"shorter than entropy.seq_len {e.seq_len}; its runs could not be measured.")
         unknown = [s for s in g.seeded if s not in g.sweeps]
         if unknown:
             raise UserError(f"{path}: regime.seeded names {unknown[0]!r}, which is not a sweep; the sweeps are "
@@ -354,3 +404,11 @@ def validate(preset: Preset, path: Path) -> None:
     if r is not None and r.model is not None and r.model not in preset.models:
         raise UserError(f"{path}: resuscitation.model is {r.model!r}, which the preset does not have; "
                         f"its models are {', '.join(preset.models)}.")
+    if r is not None:
+        for ratio, factor in [(r.ratio, r.factor), *((p, 1.0) for p in r.ratios), *((r.ratio, q) for q in r.factors)]:
+            try:
+                check_recipe(ratio, factor)
+            except UserError as error:
+                raise UserError(f"{path}: resuscitation: {str(error).replace('--', '')}") from None
+        if not all(t > 0 for t in r.temperatures):
+            raise UserError(f"{path}: resuscitation.temperatures must be positive; got {r.temperatures}.")
