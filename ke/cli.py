@@ -373,15 +373,13 @@ def run_plan_command(args):
 
 
 def add_pilots(subparsers):
-    p = subparsers.add_parser("pilots", help="train and judge pilot families of the model system (book/pilots.json)",
-                              description="Train and measure pilot families (parameters/pilots/*.yaml: calibration "
-                                          "world and seeds), judge them by the validity criteria of ke.book.validity "
-                                          "and write their table, which the book page 'How the model system was "
-                                          "chosen' shows.")
+    p = command(subparsers, "pilots", "train and judge pilot families of the model system (book/pilots.json)",
+                "Trains and measures pilot families (parameters/pilots/p*.yaml: a calibration world and calibration "
+                "seeds), judges them by the validity criteria of ke.book.validity and writes their table, which the "
+                "book page 'How the model system was chosen' shows.")
     p.add_argument("families", nargs="+", help="pilot family presets (YAML paths)")
-    p.add_argument("--out", default="book/pilots.json", help="the table (default book/pilots.json; rows of "
-                                                              "families not given are kept)")
-    p.add_argument("--jobs", type=positive_int, default=2, help="processes working side by side (default 2)")
+    p.add_argument("--out", default="book/pilots.json", help="the table (rows of families not given are kept)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="processes working side by side")
     p.set_defaults(func=run_pilots_command)
 
 
