@@ -86,6 +86,56 @@ def test_config_serves_mathjax_from_the_build_and_loads_the_table_css():
     assert re.search(r"cell_output \.output[^{]*\{[^}]*overflow-x:\s*auto", rules, re.S)
 
 
+
+def test_papermill_documents_every_parameter_of_every_notebook():
+    """`papermill --help-notebook book/X.ipynb` names each parameter with its type, default and a description
+    (the parameters cells carry annotations and comments)."""
+    import ast
+    notebooks = [n for n in sorted((ROOT / "book").glob("*.ipynb"))
+                 if any("parameters" in c["metadata"].get("tags", []) for c in json.loads(n.read_text())["cells"])]
+    assert len(notebooks) >= 5
+    for notebook in notebooks:
+        cell = next(c for c in json.loads(notebook.read_text())["cells"]
+                    if "parameters" in c["metadata"].get("tags", []))
+        assigned = [node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id
+                    for node in ast.parse("".join(cell["source"])).body]
+        done = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(notebook)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        text = done.stdout.split("Parameters inferred for notebook", 1)[1]
+        documented = re.findall(r"^  (\w+): (\S+) \(default [^)]*\)\s*(.*)$", text, re.M)
+        assert [name for name, _, _ in documented] == assigned, (notebook.name, text)
+        for name, kind, help_text in documented:
+            # a long signature puts the description on the next line
+            description = help_text or text.split(f"  {name}: ", 1)[1].splitlines()[1].strip()
+            assert kind != "None" and "Unknown" not in kind, (notebook.name, name, kind)
+            assert len(description.split()) >= 4, (notebook.name, name, description)
+        assert "Unknown type" not in text
+
+
+def test_the_build_folds_code_and_shortens_intervals_on_executed_pages(tmp_path):
+    """ke.book.build.finish on an executed notebook: every code cell folded except the injected parameters; the
+    template's parameters cell removed; a Markdown output's 'x ± y (sd over n seeds; range ...)' shortened."""
+    import nbformat
+    from ke.book.build import finish
+    cells = [nbformat.v4.new_markdown_cell("# Chapter"),
+             nbformat.v4.new_code_cell("name = 'x'", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("name = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("import ke", metadata={"tags": ["hide-input"]}),
+             nbformat.v4.new_code_cell("Markdown(table)", outputs=[nbformat.v4.new_output(
+                 "display_data", {"text/markdown": "| a |\n|---|\n| -0.157 ± 0.063 (sd over 3 seeds; range -0.2 … -0.1) |",
+                                  "text/plain": "<Markdown>"})]),
+             nbformat.v4.new_code_cell("plot()", metadata={"tags": ["remove-input"]})]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    finish(path)
+    done = nbformat.read(path, as_version=4).cells
+    assert [c.metadata.get("tags", []) for c in done] == [
+        [], ["parameters", "remove-cell"], ["injected-parameters"], ["hide-input"], ["hide-input"], ["remove-input"]]
+    assert done[4].outputs[0]["data"]["text/markdown"].endswith(
+        '| <span class="detail" title="sd over 3 seeds; range -0.2 … -0.1">-0.157 ± 0.063</span> |')
+
+
 # ------------------------------------------------------------------------------------------- a tiny book
 def wide_markdown_table(label: str) -> str:
     head = "| " + " | ".join(f"{label} column {i}" for i in range(WIDE)) + " |"

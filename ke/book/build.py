@@ -76,10 +76,16 @@ def execute_notebook(root: Path, template: str, output: Path, parameters: dict, 
     return True
 
 
+SHOWN = {"injected-parameters", "remove-cell", "remove-input", "hide-input"}   # tags that already decide
+
+
 def finish(notebook: Path, title: str | None = None) -> None:
-    """The book shows the parameters Papermill injected, not the template's defaults they override; a page
-    executed from a template gets its own title."""
+    """The book shows the parameters Papermill injected, not the template's defaults they override; every other
+    code cell is folded (its output shows, its source on request); the tables' numbers show in their short form
+    (the interval's detail in a tooltip); a page executed from a template gets its own title."""
     import nbformat
+
+    from .summary import short
     nb = nbformat.read(notebook, as_version=4)
     if title:
         first = next(c for c in nb.cells if c.cell_type == "markdown")
@@ -88,6 +94,11 @@ def finish(notebook: Path, title: str | None = None) -> None:
         tags = cell.metadata.get("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
+        elif cell.cell_type == "code" and not SHOWN & set(tags):
+            cell.metadata["tags"] = tags + ["hide-input"]
+        for output in cell.get("outputs", []):
+            if "text/markdown" in output.get("data", {}):
+                output["data"]["text/markdown"] = short(output["data"]["text/markdown"])
     nbformat.write(nb, notebook)
 
 
@@ -218,9 +229,12 @@ def _render(preset, plan: Plan, root: Path, warnings_as_errors: bool, force: boo
     print(f"[book] {sum(ran)} of {len(ran)} pages executed, the others were current "
           f"({time.time() - started:.0f} s)", flush=True)
 
+    from . import summary
+    recorded = summary.collect(plan.run_dir, [Path(n).stem for n in chapter_notebooks(root)])
     if preset.name == "default":   # the README quotes the default book: book/summary.json and its block
-        from . import summary
-        summary.write(summary.collect(plan.run_dir, [Path(n).stem for n in chapter_notebooks(root)]), root)
+        summary.write(recorded, root)
+    for page in (stage / "book").glob("*.md"):   # the results at a glance, from this preset's recorded claims
+        summary.fill(page, recorded)
 
     command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root)]
     if warnings_as_errors:
@@ -233,14 +247,15 @@ def _render(preset, plan: Plan, root: Path, warnings_as_errors: bool, force: boo
 
 
 def export_figure(notebook: Path, heading: str, out: Path) -> None:
-    """Save the first image that follows the markdown cell whose first line contains `heading` in an executed
+    """Save the first image that follows the markdown cell whose heading line contains `heading` in an executed
     notebook (the README's figure comes from the executed entropy chapter)."""
     import base64
 
     import nbformat
     cells = nbformat.read(notebook, as_version=4).cells
     for i, cell in enumerate(cells):
-        if cell.cell_type == "markdown" and heading in cell.source.splitlines()[0]:
+        title = next((line for line in cell.source.splitlines() if line.startswith("#")), "")  # after a label
+        if cell.cell_type == "markdown" and heading in title:
             for later in cells[i + 1:]:
                 for output in later.get("outputs", []):
                     if "image/png" in output.get("data", {}):

@@ -4,7 +4,9 @@
   n <= 8; a comparison: it holds);
 - "disagrees": the opposite direction holds by the same test (or the comparison fails);
 - "not significant": a trend whose direction neither test establishes;
-- "partly (k of n)": a claim made of n checks, k of which hold (or a verdict that holds for k of n seeds).
+- "partly (k of n)": a claim made of n checks, k of which hold (or a verdict that holds for k of n seeds);
+- "selected": a property the model system was chosen for (a criterion of its selection), never evidence for the
+  paper.
 A verdict over several seeds is "agrees" only if it agrees for every seed (`over_seeds`).
 
 The rules were fixed before the results were looked at; the tests check that the paper's own numbers satisfy the
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from ..stats import Trend, spearman
 
 AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_TESTED = "agrees", "disagrees", "not significant", "not tested"
+PARTLY, SELECTED = "partly", "selected"
 ALPHA = 0.05
 
 
