@@ -233,7 +233,9 @@ def _render(preset, plan: Plan, root: Path, warnings_as_errors: bool, force: boo
     recorded = summary.collect(plan.run_dir, [Path(n).stem for n in chapter_notebooks(root)])
     if preset.name == "default":   # the README quotes the default book: book/summary.json and its block
         summary.write(recorded, root)
-    for page in (stage / "book").glob("*.md"):   # the results at a glance, from this preset's recorded claims
+    # the results at a glance, from this preset's recorded claims (staged too: the browser check compares them)
+    (stage / "book" / "summary.json").write_text(json.dumps(recorded, indent=1, ensure_ascii=False))
+    for page in (stage / "book").glob("*.md"):
         summary.fill(page, recorded)
 
     command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root)]

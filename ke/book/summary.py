@@ -127,17 +127,21 @@ def counts_table(summary: dict, html: bool = False) -> str:
 
 
 def claims_table(summary: dict, anchors: set[str] | None = None) -> str:
-    """Every checked claim: figure, claim, the paper's number, ours, the verdict badge linking to the figure
-    (its label when the chapter has it, else the chapter's summary, else the chapter)."""
-    lines = ["| chapter | figure | claim | paper | ours | verdict |", "|---|---|---|---|---|---|"]
+    """Every checked claim, one table per chapter under its title: figure, claim, the paper's number, ours, the
+    verdict badge linking to the figure (its label when the chapter has it, else the chapter's summary, else the
+    chapter's page)."""
+    parts = []
     for name, data in chapters(summary).items():
+        lines = [f"## {data['facts'].get('title', name)}", "", "| figure | claim | paper | ours | verdict |",
+                 "|---|---|---|---|---|"]
         for c in data["claims"]:
             label = next((a for a in (anchor(name, c["figure"]), f"{name}-summary") if anchors and a in anchors),
                          None)
             href = f"{name}.html" + (f"#{label}" if label else "")
-            lines.append(f"| {_cell(name)} | {_cell(c['figure'])} | {_cell(c['statement'])} | "
-                         f"{_cell(short(c['paper']))} | {_cell(short(c['ours']))} | {badge(c['verdict'], href)} |")
-    return "\n".join(lines)
+            lines.append(f"| {_cell(c['figure'])} | {_cell(c['statement'])} | {_cell(short(c['paper']))} | "
+                         f"{_cell(short(c['ours']))} | {badge(c['verdict'], href)} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def glance(summary: dict, book: bool = False, anchors: set[str] | None = None, rows: bool = True) -> str:
