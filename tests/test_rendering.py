@@ -132,13 +132,21 @@ def test_the_build_folds_code_and_shortens_intervals_on_executed_pages(tmp_path)
              nbformat.v4.new_code_cell("Markdown(table)", outputs=[nbformat.v4.new_output(
                  "display_data", {"text/markdown": "| a |\n|---|\n| -0.157 ± 0.063 (sd over 3 seeds; range -0.2 … -0.1) |",
                                   "text/plain": "<Markdown>"})]),
-             nbformat.v4.new_code_cell("plot()", metadata={"tags": ["remove-input"]})]
+             nbformat.v4.new_code_cell("plot()", metadata={"tags": ["remove-input"]}),
+             nbformat.v4.new_markdown_cell("(entropy-fig-2)=\n## Figure 2: entropy against training\n\nText."),
+             nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", {"image/png": "iVBO"})]),
+             nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", {"image/png": "iVBO"})])]
     path = tmp_path / "page.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
     finish(path)
     done = nbformat.read(path, as_version=4).cells
     assert [c.metadata.get("tags", []) for c in done] == [
-        [], ["parameters", "remove-cell"], ["injected-parameters"], ["hide-input"], ["hide-input"], ["remove-input"]]
+        [], ["parameters", "remove-cell"], ["injected-parameters"], ["hide-input"], ["hide-input"], ["remove-input"],
+        [], ["hide-input"], ["hide-input"]]
+    # the labelled section's one figure is a named, captioned figure; a second figure after it is not
+    assert done[7].metadata["mystnb"] == {"figure": {"name": "entropy-fig-2-figure",
+                                                     "caption": "Figure 2: entropy against training"}}
+    assert "mystnb" not in done[8].metadata
     assert done[4].outputs[0]["data"]["text/markdown"].endswith(
         '| <span class="detail" title="sd over 3 seeds; range -0.2 … -0.1">-0.157 ± 0.063</span> |')
 

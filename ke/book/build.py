@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -79,10 +80,17 @@ def execute_notebook(root: Path, template: str, output: Path, parameters: dict, 
 SHOWN = {"injected-parameters", "remove-cell", "remove-input", "hide-input"}   # tags that already decide
 
 
+def _one_figure(cell) -> bool:
+    """A code cell whose only displayed output is one image."""
+    shown = [o for o in cell.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")]
+    return len(shown) == 1 and "image/png" in shown[0].get("data", {})
+
+
 def finish(notebook: Path, title: str | None = None) -> None:
     """The book shows the parameters Papermill injected, not the template's defaults they override; every other
     code cell is folded (its output shows, its source on request); the tables' numbers show in their short form
-    (the interval's detail in a tooltip); a page executed from a template gets its own title."""
+    (the interval's detail in a tooltip); the one figure of a labelled "Figure N" section becomes a numbered
+    figure captioned by the section's heading; a page executed from a template gets its own title."""
     import nbformat
 
     from .summary import short
@@ -90,8 +98,16 @@ def finish(notebook: Path, title: str | None = None) -> None:
     if title:
         first = next(c for c in nb.cells if c.cell_type == "markdown")
         first.source = "\n".join([f"# {title}"] + first.source.splitlines()[1:])
+    section = None   # (label, heading) of the last labelled "## Figure ..." section
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "markdown":
+            found = re.match(r"\((?P<label>[^()\s]+)\)=\s*\n(?:\([^()\s]+\)=\s*\n)*## (?P<heading>.+)", cell.source)
+            section = (found["label"], found["heading"]) if found and "fig-" in found["label"] else None
+        elif section and _one_figure(cell):
+            # the section's figure becomes a numbered, named figure with the section's heading as its caption
+            cell.metadata["mystnb"] = {"figure": {"name": f"{section[0]}-figure", "caption": section[1]}}
+            section = None
         if "parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
         elif cell.cell_type == "code" and not SHOWN & set(tags):
