@@ -134,7 +134,10 @@ def test_the_build_folds_code_and_shortens_intervals_on_executed_pages(tmp_path)
                                   "text/plain": "<Markdown>"})]),
              nbformat.v4.new_code_cell("plot()", metadata={"tags": ["remove-input"]}),
              nbformat.v4.new_markdown_cell("(entropy-fig-2)=\n## Figure 2: entropy against training\n\nText."),
-             nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", {"image/png": "iVBO"})]),
+             nbformat.v4.new_code_cell("plot()\nMarkdown(text)", outputs=[
+                 nbformat.v4.new_output("stream", name="stdout", text="measured\n"),
+                 nbformat.v4.new_output("display_data", {"image/png": "iVBO", "text/plain": "<Figure>"}),
+                 nbformat.v4.new_output("execute_result", {"text/markdown": "**Ours:** x", "text/plain": "x"})]),
              nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", {"image/png": "iVBO"})])]
     path = tmp_path / "page.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
@@ -142,11 +145,14 @@ def test_the_build_folds_code_and_shortens_intervals_on_executed_pages(tmp_path)
     done = nbformat.read(path, as_version=4).cells
     assert [c.metadata.get("tags", []) for c in done] == [
         [], ["parameters", "remove-cell"], ["injected-parameters"], ["hide-input"], ["hide-input"], ["remove-input"],
-        [], ["hide-input"], ["hide-input"]]
-    # the labelled section's one figure is a named, captioned figure; a second figure after it is not
+        [], ["hide-input"], ["remove-input"], ["hide-input"]]
+    # the labelled section's figure is a named, captioned figure; the outputs after it move to a cell of their
+    # own (no source shown); a figure in a later cell is not captioned
     assert done[7].metadata["mystnb"] == {"figure": {"name": "entropy-fig-2-figure",
-                                                     "caption": "Figure 2: entropy against training"}}
-    assert "mystnb" not in done[8].metadata
+                                                     "caption": "Entropy against training (paper: Figure 2)"}}
+    assert [o["output_type"] for o in done[7].outputs] == ["stream", "display_data"]
+    assert done[8].source == "" and done[8].outputs[0]["data"]["text/markdown"] == "**Ours:** x"
+    assert "mystnb" not in done[8].metadata and "mystnb" not in done[9].metadata
     assert done[4].outputs[0]["data"]["text/markdown"].endswith(
         '| <span class="detail" title="sd over 3 seeds; range -0.2 … -0.1">-0.157 ± 0.063</span> |')
 

@@ -80,10 +80,25 @@ def execute_notebook(root: Path, template: str, output: Path, parameters: dict, 
 SHOWN = {"injected-parameters", "remove-cell", "remove-input", "hide-input"}   # tags that already decide
 
 
-def _one_figure(cell) -> bool:
-    """A code cell whose only displayed output is one image."""
-    shown = [o for o in cell.get("outputs", []) if o.get("output_type") in ("display_data", "execute_result")]
-    return len(shown) == 1 and "image/png" in shown[0].get("data", {})
+def _caption(cell, label: str, heading: str) -> list:
+    """The cell, made a numbered figure named `label`-figure and captioned by `heading` when its first displayed
+    output is its only image; the outputs after the image move to a cell of their own (myst-nb captions every
+    displayed output of a cell). Returns the cells that replace it."""
+    import nbformat
+    shown = [i for i, o in enumerate(cell.get("outputs", [])) if o.get("output_type") in ("display_data", "execute_result")]
+    images = [i for i in shown if "image/png" in cell.outputs[i].get("data", {})]
+    if not shown or images != shown[:1]:
+        return [cell]
+    rest = cell.outputs[shown[0] + 1:]
+    cell.outputs = cell.outputs[:shown[0] + 1]
+    paper = re.match(r"(Figures? \d+[^:]*): (.+)", heading)   # "Figure 4: what" -> "What (paper: Figure 4)"
+    caption = f"{paper[2][:1].upper()}{paper[2][1:]} (paper: {paper[1]})" if paper else heading
+    cell.metadata["mystnb"] = {"figure": {"name": f"{label}-figure", "caption": caption}}
+    if not rest:
+        return [cell]
+    after = nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]}, outputs=rest)
+    after["id"] = f"{cell.get('id', 'cell')}-outputs"[:64]
+    return [cell, after]
 
 
 def finish(notebook: Path, title: str | None = None) -> None:
@@ -98,16 +113,20 @@ def finish(notebook: Path, title: str | None = None) -> None:
     if title:
         first = next(c for c in nb.cells if c.cell_type == "markdown")
         first.source = "\n".join([f"# {title}"] + first.source.splitlines()[1:])
-    section = None   # (label, heading) of the last labelled "## Figure ..." section
+    cells, section = [], None   # section: (label, heading) of a labelled "## Figure ..." cell just before
     for cell in nb.cells:
-        tags = cell.metadata.get("tags", [])
         if cell.cell_type == "markdown":
             found = re.match(r"\((?P<label>[^()\s]+)\)=\s*\n(?:\([^()\s]+\)=\s*\n)*## (?P<heading>.+)", cell.source)
             section = (found["label"], found["heading"]) if found and "fig-" in found["label"] else None
-        elif section and _one_figure(cell):
-            # the section's figure becomes a numbered, named figure with the section's heading as its caption
-            cell.metadata["mystnb"] = {"figure": {"name": f"{section[0]}-figure", "caption": section[1]}}
+            cells.append(cell)
+        elif section:
+            cells += _caption(cell, *section)
             section = None
+        else:
+            cells.append(cell)
+    nb.cells = cells
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
         elif cell.cell_type == "code" and not SHOWN & set(tags):
