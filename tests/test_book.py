@@ -171,7 +171,7 @@ def test_make_pdf_holds_every_chapter_with_typeset_maths(built, tmp_path):
         cells = json.loads((root / notebook).read_text())["cells"]
         title = next(c for c in cells if c["cell_type"] == "markdown")["source"][0].removeprefix("# ").strip()
         assert title in text, title
-    assert "Results at a glance" in text
+    assert "Results at a glance" in text and "Show code cell source" not in text   # folded code stays off paper
     assert not [tex for tex in ("\\frac", "\\mathcal", "$$") if tex in text]
 
 

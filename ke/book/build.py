@@ -85,7 +85,8 @@ def _caption(cell, label: str, heading: str) -> list:
     output is its only image; the outputs after the image move to a cell of their own (myst-nb captions every
     displayed output of a cell). Returns the cells that replace it."""
     import nbformat
-    shown = [i for i, o in enumerate(cell.get("outputs", [])) if o.get("output_type") in ("display_data", "execute_result")]
+    shown = [i for i, o in enumerate(cell.get("outputs", []))
+             if o.get("output_type") in ("display_data", "execute_result")]
     images = [i for i in shown if "image/png" in cell.outputs[i].get("data", {})]
     if not shown or images != shown[:1]:
         return [cell]
@@ -96,7 +97,9 @@ def _caption(cell, label: str, heading: str) -> list:
     cell.metadata["mystnb"] = {"figure": {"name": f"{label}-figure", "caption": caption}}
     if not rest:
         return [cell]
-    after = nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]}, outputs=rest)
+    # (myst-nb skips a cell without source, outputs and all)
+    after = nbformat.v4.new_code_cell("# the outputs after the figure", metadata={"tags": ["remove-input"]},
+                                      outputs=rest)
     after["id"] = f"{cell.get('id', 'cell')}-outputs"[:64]
     return [cell, after]
 

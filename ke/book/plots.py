@@ -154,7 +154,8 @@ QUANTITY_COLORS = {"A": "tab:blue", "F": "tab:red", "K": "tab:green", "P": "tab:
 
 
 def twin_panels(panels: list[dict], x_label: str, title: str = "", ncols: int = 2, panel_height: float = 3.2):
-    """Panels side by side (`ncols` to a row, the column's width), each with two y axes (the paper's Figs. 4, 11-14). A panel is
+    """Panels side by side (`ncols` to a row, the column's width), each with two y axes (the paper's Figs. 4,
+    11-14). A panel is
     {"title", "left", "right" (axis labels), "x_label"?, "series": [{"x", "y", "label", "axis": "left" | "right",
     "color"?, "style"?}]}; None values in y are gaps. Each panel's legend lists the series of both axes."""
     ncols = min(ncols, len(panels))
