@@ -15,7 +15,8 @@ startup promise:
 - figures are not shrunk below readable text: a notebook figure shown at less than its natural width would put
   its smallest text (FIGURE_TEXT_PX at natural size, ke/book/plots.py) under MIN_TEXT_PX;
 - the page is no wider than the window (nothing makes the whole page scroll sideways);
-- the results at a glance (a table of `.verdict` badges): its rows equal the claims of the book's summary.json
+- the results at a glance (tables whose last column, "verdict", holds `.verdict` badges): its rows equal the
+  claims of the book's summary.json
   (the build's _build/stage/book/summary.json, or --summary FILE), and every badge links to an existing anchor;
 - a screenshot (top of the page, at most MAX_SHOT_HEIGHT px, scrolled to the top left) is saved and is not
   blank.
@@ -94,7 +95,9 @@ INSPECT = r"""
   const figures = [...column.querySelectorAll('.cell_output img')].filter(img => img.naturalWidth > 0)
     .map(img => ({src: img.getAttribute('src') || '', scale: img.getBoundingClientRect().width / img.naturalWidth}));
   const badges = [...column.querySelectorAll('a.verdict')].map(a => a.href);
-  const glance = [...column.querySelectorAll('table')].filter(t => t.querySelector('td .verdict'))
+  const lastHead = t => ([...t.querySelectorAll('thead th')].pop() || {textContent: ''}).textContent.trim();
+  const glance = [...column.querySelectorAll('table')]   // claims with badges (not the list of figures)
+    .filter(t => t.querySelector('td .verdict') && lastHead(t) === 'verdict')
     .flatMap(t => [...t.querySelectorAll('tbody tr')].map(tr => ({
       cells: [...tr.children].map(td => td.textContent.trim()),
       href: (tr.querySelector('a.verdict') || {}).href || ''})));

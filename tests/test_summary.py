@@ -135,3 +135,17 @@ def test_fill_writes_the_glance_at_the_markers_with_the_pages_labels(tmp_path):
     assert "| figure |" not in intro
     assert results.endswith(S.glance(data, book=True, anchors={"entropy-fig-3", "results-top"}) + "\n")
     assert 'href="entropy.html#entropy-fig-3"' in results and 'href="entropy.html#entropy-fig-2"' not in results
+
+
+def test_the_list_of_figures_names_each_labelled_figure_with_its_verdicts(tmp_path):
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": ["(entropy-fig-2)=\n", "## Figure 2: entropy $H$\n"]},
+             {"cell_type": "markdown", "metadata": {}, "source": ["(entropy-summary)=\n", "## Summary"]},
+             {"cell_type": "markdown", "metadata": {}, "source": ["(entropy-fig-9)=\n## Figure 9: ReLU"]}]
+    (tmp_path / "entropy.ipynb").write_text(json.dumps({"cells": cells}))
+    (tmp_path / "appendix.md").write_text(f"# Appendix\n\n{S.FIGURES}\n")
+    S.fill(tmp_path / "appendix.md", fixture_summary())
+    rows = table_rows((tmp_path / "appendix.md").read_text(), "figure")
+    assert [r[0] for r in rows] == ['<a href="entropy.html#entropy-fig-2">Figure 2: entropy H</a>',
+                                    '<a href="entropy.html#entropy-fig-9">Figure 9: ReLU</a>']
+    assert rows[0][2] == S.badge("disagrees (2 of 3 seeds)", "entropy.html#entropy-fig-2")   # the Fig. 2 claim
+    assert rows[1][2] == "no claim checked" and rows[0][1] == "Knowledge entropy"

@@ -179,12 +179,38 @@ def labels(folder: Path) -> set[str]:
     return found
 
 
+FIGURES = "<!-- figures -->"
+SECTION = re.compile(r"^\((?P<label>[^()\s]+-fig-[^()\s]+)\)=\s*\n(?:\([^()\s]+\)=\s*\n)*## (?P<heading>.+)", re.M)
+
+
+def figure_list(summary: dict, folder: Path) -> str:
+    """Every figure of the chapters (their labelled "## Figure ..." sections), in reading order, with the verdicts
+    of the claims it shows, each badge linking to the figure."""
+    lines = ["| figure | chapter | verdicts |", "|---|---|---|"]
+    for name, data in chapters(summary).items():
+        page = Path(folder) / f"{name}.ipynb"
+        if not page.exists():
+            continue
+        for cell in json.loads(page.read_text())["cells"]:
+            found = SECTION.match("".join(cell["source"])) if cell["cell_type"] == "markdown" else None
+            if not found:
+                continue
+            href = f"{name}.html#{found['label']}"
+            verdicts = [c["verdict"] for c in data["claims"] if anchor(name, c["figure"]) == found["label"]]
+            lines.append(f'| <a href="{href}">{escape(found["heading"].replace("$", ""))}</a> | '
+                         f"{_cell(data['facts'].get('title', name))} | "
+                         + (" ".join(badge(v, href) for v in verdicts) or "no claim checked") + " |")
+    return "\n".join(lines) if len(lines) > 2 else "No chapter shows a figure yet."
+
+
 def fill(page: Path, summary: dict) -> None:
-    """Write the glance into a staged page at its markers (the full glance, or the validity and counts)."""
+    """Write the glance into a staged page at its markers (the full glance, or the validity and counts), and the
+    list of figures at its marker."""
     text = page.read_text()
-    if GLANCE in text or COUNTS in text:
+    if GLANCE in text or COUNTS in text or FIGURES in text:
         anchors = labels(page.parent)
         text = text.replace(GLANCE, glance(summary, book=True, anchors=anchors))
+        text = text.replace(FIGURES, figure_list(summary, page.parent))
         page.write_text(text.replace(COUNTS, glance(summary, book=True, anchors=anchors, rows=False)))
 
 
