@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup book test bench pilots notebooks check-html readme-figure clean
+.PHONY: setup book pdf test bench pilots notebooks check-html readme-figure clean
 
 $(BIN)/ke: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ notebooks: setup
 	$(BIN)/python -m pip install -q jupyterlab
 	$(BIN)/python -m ipykernel install --user --name ke --display-name "Python (ke)"
 	$(BIN)/jupyter lab book/
+
+pdf:  # the book as one PDF, offline (after `make book`): the one-page HTML build printed by headless Chromium
+	$(BIN)/python .ci/print_pdf.py _build/stage _build/book.pdf
 
 check-html:
 	$(BIN)/python .ci/browser_check.py _build/html _build/screenshots

@@ -1,6 +1,6 @@
 """Open every page of a built book in headless Chromium, offline, and check that it renders.
 
-Usage: python .ci/browser_check.py _build/html [screenshot_folder]     (or one page: .../book/entropy.html)
+Usage: python .ci/browser_check.py _build/html [screenshot_folder] [--summary FILE]   (or one page: .../book/x.html)
 
 Chromium runs with a proxy to nowhere and every host name unresolvable, so a page that needs the network
 fails. It is driven through the DevTools protocol over a pipe (--remote-debugging-pipe: NUL-terminated JSON
@@ -11,7 +11,15 @@ startup promise:
   TeX delimiter ($$, \\(, \\[, \\begin{...}, $ before a TeX command) is left in the text outside code;
 - no resource is requested from the network and no local file fails to load (scripts, fonts, CSS);
 - no table or display equation sticks out of the text column (a wide one must sit in a sideways-scrolling box);
-- a screenshot (top of the page, at most MAX_SHOT_HEIGHT px) is saved and is not blank.
+- no code line is cut: every code block (folded ones unfolded for the measure) fits its box or scrolls sideways;
+- figures are not shrunk below readable text: a notebook figure shown at less than its natural width would put
+  its smallest text (FIGURE_TEXT_PX at natural size, ke/book/plots.py) under MIN_TEXT_PX;
+- the page is no wider than the window (nothing makes the whole page scroll sideways);
+- the results at a glance (tables whose last column, "verdict", holds `.verdict` badges): its rows equal the
+  claims of the book's summary.json
+  (the build's _build/stage/book/summary.json, or --summary FILE), and every badge links to an existing anchor;
+- a screenshot (top of the page, at most MAX_SHOT_HEIGHT px, scrolled to the top left) is saved and is not
+  blank.
 Prints one line per page; exits 1 with one line per problem.
 """
 from __future__ import annotations
@@ -39,6 +47,8 @@ WIDTH, HEIGHT = 1280, 1000
 MAX_SHOT_HEIGHT = 8000
 PAGE_TIMEOUT = 90.0        # seconds for one page to load, typeset and report
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:", "chrome:", "devtools:")
+MIN_TEXT_PX = 10.0
+FIGURE_TEXT_PX = 8 * 100 / 72   # ke/book/plots.py: SMALLEST_PT * DPI / 72, the smallest text of a figure
 
 # Runs inside the page after the load event; returns what the checks need as one JSON-able object.
 INSPECT = r"""
@@ -72,6 +82,25 @@ INSPECT = r"""
             scrolls: !!box && box.scrollWidth > box.clientWidth + 1};
   };
   const tables = [...column.querySelectorAll('table')].map(fits);
+  // code: unfold the folded cells for the measure (and fold them again before the screenshot)
+  const folded = [...column.querySelectorAll('details:not([open])')];
+  folded.forEach(d => d.open = true);
+  const code = [...column.querySelectorAll('pre')].filter(pre => pre.clientWidth > 0).map(pre => {
+    const box = scrollBox(pre);
+    const wide = pre.scrollWidth > pre.clientWidth + 1;
+    return {cut: (wide && !box) || (!box && pre.getBoundingClientRect().right > right + 1),
+            line: (pre.textContent.split('\n').sort((a, b) => b.length - a.length)[0] || '').slice(0, 80)};
+  });
+  folded.forEach(d => d.open = false);
+  const figures = [...column.querySelectorAll('.cell_output img')].filter(img => img.naturalWidth > 0)
+    .map(img => ({src: img.getAttribute('src') || '', scale: img.getBoundingClientRect().width / img.naturalWidth}));
+  const badges = [...column.querySelectorAll('a.verdict')].map(a => a.href);
+  const lastHead = t => ([...t.querySelectorAll('thead th')].pop() || {textContent: ''}).textContent.trim();
+  const glance = [...column.querySelectorAll('table')]   // claims with badges (not the list of figures)
+    .filter(t => t.querySelector('td .verdict') && lastHead(t) === 'verdict')
+    .flatMap(t => [...t.querySelectorAll('tbody tr')].map(tr => ({
+      cells: [...tr.children].map(td => td.textContent.trim()),
+      href: (tr.querySelector('a.verdict') || {}).href || ''})));
   const displays = [...column.querySelectorAll('mjx-container[display="true"]')].map(fits);
   const maths = [...document.querySelectorAll('.math')];
   return {
@@ -85,6 +114,11 @@ INSPECT = r"""
     text: text.join(' '),
     tables,
     displays,
+    code,
+    figures,
+    badges,
+    glance,
+    wide: document.documentElement.scrollWidth - document.documentElement.clientWidth,
     height: Math.ceil(document.documentElement.scrollHeight),
   };
 })()
@@ -203,10 +237,15 @@ def inspect(browser: Browser, url: str, shot: Path) -> tuple[dict, list[dict]]:
         if "exceptionDetails" in found:
             raise RuntimeError(f"the inspection script failed: {found['exceptionDetails'].get('text')}")
         page = found["result"]["value"]
+        # The full-page screenshot: a window as tall as the page (at most MAX_SHOT_HEIGHT), the width unchanged.
+        # Not captureBeyondViewport: that lays the page out at its scroll size, so a page that something makes
+        # wider than the window came out shifted sideways (left column and line starts cut; `wide` reports it).
         height = max(HEIGHT, min(page["height"], MAX_SHOT_HEIGHT))
+        browser.call("Emulation.setDeviceMetricsOverride",
+                     {"width": WIDTH, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.call("Runtime.evaluate", {"expression": "window.scrollTo(0, 0)"}, session=session)
         picture = browser.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}}, session=session)
+            "format": "png", "clip": {"x": 0, "y": 0, "width": WIDTH, "height": height, "scale": 1}}, session=session)
         shot.write_bytes(base64.b64decode(picture["data"]))
         network = [e for e in browser.events if e.get("sessionId") == session and e["method"].startswith("Network.")]
         return page, network
@@ -214,8 +253,36 @@ def inspect(browser: Browser, url: str, shot: Path) -> tuple[dict, list[dict]]:
         browser.call("Target.closeTarget", {"targetId": target})
 
 
-def problems_of(name: str, page: dict, network: list[dict]) -> list[str]:
-    """The checks of the module docstring, one line per problem, for a page's INSPECT report."""
+def anchor_exists(url: str) -> bool:
+    """Whether a file:// link's page exists and holds its #fragment as an id."""
+    from urllib.parse import unquote, urlsplit
+    parts = urlsplit(url)
+    file = Path(unquote(parts.path))
+    if parts.scheme != "file" or not file.is_file():
+        return False
+    return not parts.fragment or re.search(rf'id="{re.escape(unquote(parts.fragment))}"', file.read_text()) is not None
+
+
+def chapter_of(url: str) -> str:
+    """The chapter a badge links to: the stem of its page ("file:///.../entropy.html#x" -> "entropy")."""
+    from urllib.parse import unquote, urlsplit
+    return Path(unquote(urlsplit(url).path)).stem
+
+
+def claim_rows(summary: dict) -> list[tuple[str, ...]]:
+    """(chapter, figure, claim, verdict) of every claim of a summary.json, in reading order."""
+    return [(chapter, c["figure"], c["statement"], c["verdict"]) for chapter, data in summary.items()
+            if isinstance(data, dict) and "claims" in data for c in data["claims"]]
+
+
+def squeeze(text: str) -> str:
+    """Text to compare: whitespace collapsed, Sphinx's typographic quotes (smartquotes) made plain again."""
+    return " ".join(text.translate(str.maketrans("‘’“”", "''\"\"")).split())
+
+
+def problems_of(name: str, page: dict, network: list[dict], summary: dict | None = None) -> list[str]:
+    """The checks of the module docstring, one line per problem, for a page's INSPECT report (`summary`: the
+    book's summary.json, which the glance table must show)."""
     found = []
     requests = {e["params"]["requestId"]: e["params"]["request"]["url"]
                 for e in network if e["method"] == "Network.requestWillBeSent"}
@@ -248,6 +315,30 @@ def problems_of(name: str, page: dict, network: list[dict]) -> list[str]:
         if cut:
             what = "table(s)" if kind == "tables" else "display equation(s)"
             found.append(f"{name}: {cut} {what} stick out of the text column without a horizontal scrollbar")
+    cut = [c["line"] for c in page.get("code", []) if c["cut"]]
+    if cut:
+        found.append(f"{name}: {len(cut)} code block(s) cut at the column's edge (no horizontal scrollbar), "
+                     f"e.g. {cut[0]!r}")
+    small = [f for f in page.get("figures", []) if FIGURE_TEXT_PX * f["scale"] < MIN_TEXT_PX - 0.05]
+    if small:
+        found.append(f"{name}: {len(small)} figure(s) shown at {min(f['scale'] for f in small):.0%} of their size, "
+                     f"their smallest text under {MIN_TEXT_PX:g} px, e.g. {small[0]['src'][:60]}")
+    if page.get("wide", 0) > 1:
+        found.append(f"{name}: the page is {page['wide']} px wider than the window (it scrolls sideways)")
+    dead = [href for href in page.get("badges", []) if not anchor_exists(href)]
+    if dead:
+        found.append(f"{name}: {len(dead)} verdict badge(s) link to no anchor, e.g. {dead[0]}")
+    if page.get("glance") and summary is not None:
+        # a row: figure, claim, paper, ours, verdict; its chapter is the page its badge links to
+        shown = [tuple(squeeze(cell) for cell in (chapter_of(row["href"]), row["cells"][0], row["cells"][1],
+                                                   row["cells"][-1])) for row in page["glance"]]
+        expected = [tuple(squeeze(cell) for cell in row) for row in claim_rows(summary)]
+        if shown != expected:
+            first = next((i for i, (a, b) in enumerate(zip(shown, expected)) if a != b), min(len(shown), len(expected)))
+            found.append(f"{name}: the glance table shows {len(shown)} claims, summary.json has {len(expected)}; "
+                         f"first difference at row {first + 1}: "
+                         f"{shown[first] if first < len(shown) else None} != "
+                         f"{expected[first] if first < len(expected) else None}")
     return found
 
 
@@ -267,8 +358,9 @@ def pages_of(path: Path) -> tuple[Path, list[Path]]:
     return path, pages
 
 
-def check_page(browser: Browser, root: Path, file: Path, shots: Path) -> tuple[str, list[str]]:
-    """(one summary line, problems) for one page."""
+def check_page(browser: Browser, root: Path, file: Path, shots: Path, summary: dict | None = None,
+               seen: list | None = None) -> tuple[str, list[str]]:
+    """(one summary line, problems) for one page; a page with a glance table is appended to `seen`."""
     name = file.relative_to(root).as_posix()
     target = redirect_of(file)
     if target is not None:
@@ -280,20 +372,32 @@ def check_page(browser: Browser, root: Path, file: Path, shots: Path) -> tuple[s
         page, network = inspect(browser, file.resolve().as_uri(), shot)
     except (RuntimeError, TimeoutError) as error:
         return f"FAIL {name}", [f"{name}: {error}"]
-    found = problems_of(name, page, network)
+    found = problems_of(name, page, network, summary)
+    if page["glance"] and seen is not None:
+        seen.append(name)
     if not non_blank(shot):
         found.append(f"{name}: the screenshot {shot} is blank")
     loaded = sum(1 for img in page["images"] if img["width"] > 0)
     scrolling = sum(1 for t in page["tables"] + page["displays"] if t["scrolls"])
     return (f"{'ok  ' if not found else 'FAIL'} {name}: figures {loaded}/{len(page['images'])} loaded, "
             f"equations {page['rendered']}/{page['math']} rendered, tables {len(page['tables'])}, "
-            f"{scrolling} wider than the column (scrolling)"), found
+            f"{scrolling} wider than the column (scrolling)"
+            + (f", glance {len(page['glance'])} claims, badges {len(page['badges'])}" if page["badges"] else "")), found
 
 
-def check(path: Path, screenshots: Path | None = None, report=print) -> list[str]:
+def summary_of(path: Path, summary: Path | None) -> dict | None:
+    """The claims the book's glance must show: --summary FILE, else the summary.json the build staged next to the
+    HTML (_build/stage/book/summary.json for _build/html), else None (the glance is not compared)."""
+    if summary is None and Path(path).is_dir():
+        staged = Path(path).parent / "stage" / "book" / "summary.json"
+        summary = staged if staged.is_file() else None
+    return json.loads(Path(summary).read_text()) if summary else None
+
+
+def check(path: Path, screenshots: Path | None = None, report=print, summary: Path | None = None) -> list[str]:
     """Check a built book (a folder) or one page; return one line per problem (empty: every page renders).
     `report` receives one summary line per page; screenshots go to `screenshots` (default: a new temporary
-    folder)."""
+    folder); `summary`: the summary.json the glance table must equal (default: see summary_of)."""
     path = Path(path)
     executable = chromium()
     if executable is None:
@@ -305,13 +409,16 @@ def check(path: Path, screenshots: Path | None = None, report=print) -> list[str
         return [f"{path} holds no HTML pages"]
     shots = Path(screenshots) if screenshots else Path(tempfile.mkdtemp(prefix="browser-check-"))
     shots.mkdir(parents=True, exist_ok=True)
-    problems = []
+    problems, seen = [], []
+    claims = summary_of(path, summary)
     browser = Browser(executable)
     try:
         for file in pages:
-            line, found = check_page(browser, root, file, shots)
+            line, found = check_page(browser, root, file, shots, claims, seen)
             report(line)
             problems += found
+        if claims and claim_rows(claims) and path.is_dir() and not seen:
+            problems.append(f"{path}: no page shows the results at a glance (a table of verdict badges)")
     except EOFError as error:  # the browser died: the remaining pages cannot be checked
         problems.append(f"{path}: {error}")
     finally:
@@ -321,8 +428,14 @@ def check(path: Path, screenshots: Path | None = None, report=print) -> list[str
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
+    arguments = sys.argv[1:]
+    summary_file = None
+    if "--summary" in arguments:
+        at = arguments.index("--summary")
+        summary_file = Path(arguments[at + 1]) if at + 1 < len(arguments) else None
+        arguments = arguments[:at] + arguments[at + 2:]
+    if len(arguments) not in (1, 2) or ("--summary" in sys.argv and summary_file is None):
         sys.exit(__doc__.split("\n\n")[1])
-    found = check(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
+    found = check(Path(arguments[0]), Path(arguments[1]) if len(arguments) > 1 else None, summary=summary_file)
     print("\n".join(found) or f"ok: every page of {sys.argv[1]} renders its figures and equations offline")
     sys.exit(1 if found else 0)

@@ -142,6 +142,39 @@ def test_every_page_renders_offline_in_headless_chromium(built, tmp_path):
     assert browser_check.check(root / "_build" / "html", tmp_path) == []
 
 
+def test_results_at_a_glance_show_every_recorded_claim(built):
+    """The glance page holds one linked badge per claim the chapters recorded (staged as summary.json), the intro
+    the verdict counts; no marker is left."""
+    root, _, _ = built
+    recorded = json.loads((root / "_build" / "stage" / "book" / "summary.json").read_text())
+    claims = [c for data in recorded.values() if isinstance(data, dict) and "claims" in data for c in data["claims"]]
+    assert len(claims) > 20
+    results = (root / "_build" / "html" / "book" / "results.html").read_text()
+    assert results.count('<a class="verdict verdict-') == len(claims)
+    intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert '<span class="verdict verdict-' in intro and '<a class="verdict' not in intro
+    for page in ("results.md", "intro.md"):
+        assert "<!-- glance" not in (root / "_build" / "stage" / "book" / page).read_text()
+
+
+def test_make_pdf_holds_every_chapter_with_typeset_maths(built, tmp_path):
+    """`make pdf` on the built book: every chapter's title in the PDF's text, MathJax's output instead of TeX."""
+    import print_pdf
+    from conftest import unavailable
+    root, _, _ = built
+    if print_pdf.chromium() is None or shutil.which("pdftotext") is None:
+        unavailable("chromium and pdftotext (poppler-utils) are needed: apt-get install chromium poppler-utils")
+    out = tmp_path / "book.pdf"
+    assert print_pdf.print_pdf(print_pdf.single_page(root / "_build" / "stage"), out) > 50
+    text = " ".join(subprocess.run(["pdftotext", str(out), "-"], capture_output=True, text=True).stdout.split())
+    for notebook in chapter_notebooks(root):
+        cells = json.loads((root / notebook).read_text())["cells"]
+        title = next(c for c in cells if c["cell_type"] == "markdown")["source"][0].removeprefix("# ").strip()
+        assert title in text, title
+    assert "Results at a glance" in text and "Show code cell source" not in text   # folded code stays off paper
+    assert not [tex for tex in ("\\frac", "\\mathcal", "$$") if tex in text]
+
+
 def test_changed_preset_reruns_the_pages(built):
     root, _, _ = built
     page = root / "_build" / "stage" / "book" / "entropy.ipynb"

@@ -30,9 +30,9 @@ def need_chromium() -> None:
         unavailable("chromium is not installed here (.ci/run installs it: apt-get install chromium)")
 
 
-def run_check(path: Path, shots: Path) -> tuple[int, str]:
+def run_check(path: Path, shots: Path, *options: str) -> tuple[int, str]:
     """The browser check as CI runs it: (exit status, output)."""
-    done = subprocess.run([sys.executable, str(ROOT / ".ci" / "browser_check.py"), str(path), str(shots)],
+    done = subprocess.run([sys.executable, str(ROOT / ".ci" / "browser_check.py"), str(path), str(shots), *options],
                           capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout + done.stderr
 
@@ -84,6 +84,77 @@ def test_config_serves_mathjax_from_the_build_and_loads_the_table_css():
     rules = "".join((ROOT / "book" / "_static" / css).read_text() for css in config["html_css_files"])
     assert re.search(r"pst-scrollable-table-container[^{]*\{[^}]*overflow-x:\s*auto", rules, re.S)
     assert re.search(r"cell_output \.output[^{]*\{[^}]*overflow-x:\s*auto", rules, re.S)
+
+
+
+def test_the_browser_check_knows_the_figures_smallest_text():
+    from ke.book import plots
+    assert browser_check.FIGURE_TEXT_PX == plots.SMALLEST_PT * plots.DPI / 72
+    assert plots.plt.rcParams["legend.fontsize"] == plots.SMALLEST_PT
+    assert min(v for k, v in plots.STYLE.items() if k.endswith("size")) == plots.SMALLEST_PT
+
+
+def test_papermill_documents_every_parameter_of_every_notebook():
+    """`papermill --help-notebook book/X.ipynb` names each parameter with its type, default and a description
+    (the parameters cells carry annotations and comments)."""
+    import ast
+    notebooks = [n for n in sorted((ROOT / "book").glob("*.ipynb"))
+                 if any("parameters" in c["metadata"].get("tags", []) for c in json.loads(n.read_text())["cells"])]
+    assert len(notebooks) >= 5
+    for notebook in notebooks:
+        cell = next(c for c in json.loads(notebook.read_text())["cells"]
+                    if "parameters" in c["metadata"].get("tags", []))
+        assigned = [node.target.id if isinstance(node, ast.AnnAssign) else node.targets[0].id
+                    for node in ast.parse("".join(cell["source"])).body]
+        done = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(notebook)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        text = done.stdout.split("Parameters inferred for notebook", 1)[1]
+        documented = re.findall(r"^  (\w+): (\S+) \(default [^)]*\)\s*(.*)$", text, re.M)
+        assert [name for name, _, _ in documented] == assigned, (notebook.name, text)
+        for name, kind, help_text in documented:
+            # a long signature puts the description on the next line
+            description = help_text or text.split(f"  {name}: ", 1)[1].splitlines()[1].strip()
+            assert kind != "None" and "Unknown" not in kind, (notebook.name, name, kind)
+            assert len(description.split()) >= 4, (notebook.name, name, description)
+        assert "Unknown type" not in text
+
+
+def test_the_build_folds_code_and_shortens_intervals_on_executed_pages(tmp_path):
+    """ke.book.build.finish on an executed notebook: every code cell folded except the injected parameters; the
+    template's parameters cell removed; a Markdown output's 'x ± y (sd over n seeds; range ...)' shortened."""
+    import nbformat
+    from ke.book.build import finish
+    cells = [nbformat.v4.new_markdown_cell("# Chapter"),
+             nbformat.v4.new_code_cell("name = 'x'", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("name = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("import ke", metadata={"tags": ["hide-input"]}),
+             nbformat.v4.new_code_cell("Markdown(table)", outputs=[nbformat.v4.new_output(
+                 "display_data", {"text/markdown": "| a |\n|---|\n| -0.157 ± 0.063 (sd over 3 seeds; range -0.2 … -0.1) |",
+                                  "text/plain": "<Markdown>"})]),
+             nbformat.v4.new_code_cell("plot()", metadata={"tags": ["remove-input"]}),
+             nbformat.v4.new_markdown_cell("(entropy-fig-2)=\n## Figure 2: entropy against training\n\nText."),
+             nbformat.v4.new_code_cell("plot()\nMarkdown(text)", outputs=[
+                 nbformat.v4.new_output("stream", name="stdout", text="measured\n"),
+                 nbformat.v4.new_output("display_data", {"image/png": "iVBO", "text/plain": "<Figure>"}),
+                 nbformat.v4.new_output("execute_result", {"text/markdown": "**Ours:** x", "text/plain": "x"})]),
+             nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output("display_data", {"image/png": "iVBO"})])]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    finish(path)
+    done = nbformat.read(path, as_version=4).cells
+    assert [c.metadata.get("tags", []) for c in done] == [
+        [], ["parameters", "remove-cell"], ["injected-parameters"], ["hide-input"], ["hide-input"], ["remove-input"],
+        [], ["hide-input"], ["remove-input"], ["hide-input"]]
+    # the labelled section's figure is a named, captioned figure; the outputs after it move to a cell of their
+    # own (no source shown); a figure in a later cell is not captioned
+    assert done[7].metadata["mystnb"] == {"figure": {"name": "entropy-fig-2-figure",
+                                                     "caption": "Entropy against training (paper: Figure 2)"}}
+    assert [o["output_type"] for o in done[7].outputs] == ["stream", "display_data"]
+    assert done[8].source.startswith("#") and done[8].outputs[0]["data"]["text/markdown"] == "**Ours:** x"
+    assert "mystnb" not in done[8].metadata and "mystnb" not in done[9].metadata
+    assert done[4].outputs[0]["data"]["text/markdown"].endswith(
+        '| <span class="detail" title="sd over 3 seeds; range -0.2 … -0.1">-0.157 ± 0.063</span> |')
 
 
 # ------------------------------------------------------------------------------------------- a tiny book
@@ -198,6 +269,10 @@ def pages(tmp_path_factory) -> Path:
         "raw_dollars": {"extra": '<div class="tex2jax_ignore mathjax_ignore"><p>As typed: $$x^2$$</p></div>'},
         "cut_cell": {"extra": '<div class="mathjax_ignore"><p>$(\\mathcal K_{CL} - \\mathcal K_{PT}) /</p></div>'},
         "wide_table": {"extra": "<table style='width: 3000px'><tr><td>wide</td></tr></table>"},
+        # a folded code cell whose long line is cut at the column's edge (its box neither wraps nor scrolls)
+        "cut_code": {"extra": "<details><summary>code</summary><pre style='overflow: hidden'>"
+                              + "x = 1  # " + "long " * 300 + "</pre></details>"},
+        "small_figure": {"extra": '<div class="cell_output"><img src="figure.png" style="width: 30px"></div>'},
     }
     for name, change in variants.items():
         (folder / f"{name}.html").write_text(GOOD.format(name=name, **{**ok, **change}))
@@ -213,7 +288,7 @@ def test_browser_check_passes_a_good_page_and_names_every_failure(pages, tmp_pat
                     "0 wider than the column (scrolling)"), output
     problems = {name: [line for line in output.splitlines() if line.startswith(f"{name}.html: ")]
                 for name in ("good", "missing_image", "cdn_mathjax", "tex_error", "raw_dollars", "cut_cell",
-                             "wide_table")}
+                             "wide_table", "cut_code", "small_figure")}
     assert problems.pop("good") == []
     expected = {"missing_image": ["1 of 1 images did not load, e.g. nowhere.png", "local file(s) failed to load"],
                 "cdn_mathjax": ["resource(s) from the network, e.g. https://cdn.jsdelivr.net",
@@ -221,7 +296,10 @@ def test_browser_check_passes_a_good_page_and_names_every_failure(pages, tmp_pat
                 "tex_error": ["1 TeX error(s)"],
                 "raw_dollars": ["raw TeX '$$' left in the text"],
                 "cut_cell": ["raw TeX '$' left in the text: ", "$(\\\\mathcal K_{CL}"],
-                "wide_table": ["1 table(s) stick out of the text column"]}
+                "wide_table": ["1 table(s) stick out of the text column",
+                               "px wider than the window (it scrolls sideways)"],
+                "cut_code": ["1 code block(s) cut at the column's edge", "x = 1  # long long"],
+                "small_figure": ["1 figure(s) shown at 75% of their size"]}
     for name, needles in expected.items():
         assert page_line(output, f"{name}.html").startswith("FAIL"), output
         for needle in needles:
@@ -229,6 +307,42 @@ def test_browser_check_passes_a_good_page_and_names_every_failure(pages, tmp_pat
     screenshot = tmp_path / "good.png"
     import matplotlib.image
     assert matplotlib.image.imread(str(screenshot)).shape[:2] == (browser_check.HEIGHT, browser_check.WIDTH)
+
+
+def test_browser_check_compares_the_glance_with_summary_json_and_follows_every_badge(tmp_path):
+    """The glance table's rows (chapter from the badge's page, figure, claim, verdict) must equal the claims of
+    summary.json, in order; every badge must reach an existing anchor."""
+    need_chromium()
+    book = tmp_path / "html"
+    book.mkdir()
+    (book / "mathjax").symlink_to(mathjax_files(), target_is_directory=True)
+    import matplotlib.image
+    import numpy as np
+    matplotlib.image.imsave(book / "figure.png", np.outer(np.linspace(0, 1, 20), np.linspace(0, 1, 40)))
+    ok = dict(mathjax="mathjax/tex-chtml.js", image="figure.png", tex=r"\(x\)")
+    (book / "entropy.html").write_text(GOOD.format(name="entropy", extra='<h2 id="entropy-fig-2">Fig. 2</h2>', **ok))
+    row = ('<tr><td>{figure}</td><td>{claim}</td><td>p</td><td>o</td>'
+           '<td><a class="verdict" href="entropy.html#{anchor}">{verdict}</a></td></tr>')
+    table = ("<table><thead><tr><th>figure</th><th>claim</th><th>paper</th><th>ours</th><th>verdict</th></tr></thead>"
+             "<tbody>" + row.format(figure="Fig. 2", claim="entropy falls", anchor="entropy-fig-2", verdict="agrees")
+             + row.format(figure="Fig. 3", claim="attention falls", anchor="nowhere", verdict="partly (1 of 2)")
+             + "</tbody></table>")
+    (book / "results.html").write_text(GOOD.format(name="results", extra=table, **ok))
+    claims = [{"figure": "Fig. 2", "statement": "entropy falls", "paper": "", "ours": "", "verdict": "agrees"},
+              {"figure": "Fig. 3", "statement": "attention falls", "paper": "", "ours": "", "verdict": "partly (1 of 2)"}]
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"validity": {"model": "m"}, "entropy": {"claims": claims, "facts": {}}}))
+    status, output = run_check(book, tmp_path / "shots", "--summary", str(summary))
+    assert status == 1 and "glance 2 claims, badges 2" in page_line(output, "results.html"), output
+    problems = [line for line in output.splitlines() if line.startswith("results.html: ")]
+    assert problems == ["results.html: 1 verdict badge(s) link to no anchor, e.g. "
+                        f"{(book / 'entropy.html').resolve().as_uri()}#nowhere"], output
+    claims[1]["verdict"] = "agrees"
+    summary.write_text(json.dumps({"entropy": {"claims": claims, "facts": {}}, "regime": {"claims": [], "facts": {}}}))
+    status, output = run_check(book, tmp_path / "shots", "--summary", str(summary))
+    assert "results.html: the glance table shows 2 claims, summary.json has 2; first difference at row 2: " \
+        "('entropy', 'Fig. 3', 'attention falls', 'partly (1 of 2)') != " \
+        "('entropy', 'Fig. 3', 'attention falls', 'agrees')" in output, output
 
 
 def test_browser_check_reports_missing_chromium_and_missing_build(tmp_path, monkeypatch):
@@ -250,3 +364,25 @@ def test_missing_shared_data_skips_here_and_fails_under_ci(tmp_path, monkeypatch
     monkeypatch.setenv("CI", "1")
     with pytest.raises(pytest.fail.Exception, match="CI must provide it"):
         require_shared(tmp_path / "missing", "the paper's data")
+
+
+# ------------------------------------------------------------------------------------------- the printable book
+def test_make_pdf_prints_every_page_with_typeset_maths(tiny_book, tmp_path):
+    """`make pdf` (.ci/print_pdf.py) on the tiny book: one PDF holding both pages, the equations typeset by
+    MathJax (no TeX source left in the text)."""
+    import shutil
+    need_chromium()
+    if shutil.which("pdftotext") is None:
+        unavailable("pdftotext is not installed here (apt-get install poppler-utils)")
+    import print_pdf
+    source = tiny_book.parents[1]
+    page = print_pdf.single_page(source)
+    out = tmp_path / "book.pdf"
+    assert print_pdf.print_pdf(page, out) == 3   # the equations of the two pages, typeset
+    assert out.read_bytes()[:5] == b"%PDF-"
+    text = subprocess.run(["pdftotext", "-layout", str(out), "-"], capture_output=True, text=True).stdout
+    for title in ("Maths", "Outputs"):
+        assert title in text, title
+    assert text.count("15.0") == 3, text   # the last column of each wide table: on paper, nothing is cut
+    assert not [tex for tex in ("\\frac", "\\sum", "\\mathcal", "$$") if tex in text], text[:2000]
+    assert "∑" in text or "Σ" in text, text[:2000]   # the display's sum sign, rendered

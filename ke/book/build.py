@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,18 +77,66 @@ def execute_notebook(root: Path, template: str, output: Path, parameters: dict, 
     return True
 
 
-def finish(notebook: Path, title: str | None = None) -> None:
-    """The book shows the parameters Papermill injected, not the template's defaults they override; a page
-    executed from a template gets its own title."""
+SHOWN = {"injected-parameters", "remove-cell", "remove-input", "hide-input"}   # tags that already decide
+
+
+def _caption(cell, label: str, heading: str) -> list:
+    """The cell, made a numbered figure named `label`-figure and captioned by `heading` when its first displayed
+    output is its only image; the outputs after the image move to a cell of their own (myst-nb captions every
+    displayed output of a cell). Returns the cells that replace it."""
     import nbformat
+    shown = [i for i, o in enumerate(cell.get("outputs", []))
+             if o.get("output_type") in ("display_data", "execute_result")]
+    images = [i for i in shown if "image/png" in cell.outputs[i].get("data", {})]
+    if not shown or images != shown[:1]:
+        return [cell]
+    rest = cell.outputs[shown[0] + 1:]
+    cell.outputs = cell.outputs[:shown[0] + 1]
+    paper = re.match(r"(Figures? \d+[^:]*): (.+)", heading)   # "Figure 4: what" -> "What (paper: Figure 4)"
+    caption = f"{paper[2][:1].upper()}{paper[2][1:]} (paper: {paper[1]})" if paper else heading
+    cell.metadata["mystnb"] = {"figure": {"name": f"{label}-figure", "caption": caption}}
+    if not rest:
+        return [cell]
+    # (myst-nb skips a cell without source, outputs and all)
+    after = nbformat.v4.new_code_cell("# the outputs after the figure", metadata={"tags": ["remove-input"]},
+                                      outputs=rest)
+    after["id"] = f"{cell.get('id', 'cell')}-outputs"[:64]
+    return [cell, after]
+
+
+def finish(notebook: Path, title: str | None = None) -> None:
+    """The book shows the parameters Papermill injected, not the template's defaults they override; every other
+    code cell is folded (its output shows, its source on request); the tables' numbers show in their short form
+    (the interval's detail in a tooltip); the one figure of a labelled "Figure N" section becomes a numbered
+    figure captioned by the section's heading; a page executed from a template gets its own title."""
+    import nbformat
+
+    from .summary import short
     nb = nbformat.read(notebook, as_version=4)
     if title:
         first = next(c for c in nb.cells if c.cell_type == "markdown")
         first.source = "\n".join([f"# {title}"] + first.source.splitlines()[1:])
+    cells, section = [], None   # section: (label, heading) of a labelled "## Figure ..." cell just before
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            found = re.match(r"\((?P<label>[^()\s]+)\)=\s*\n(?:\([^()\s]+\)=\s*\n)*## (?P<heading>.+)", cell.source)
+            section = (found["label"], found["heading"]) if found and "fig-" in found["label"] else None
+            cells.append(cell)
+        elif section:
+            cells += _caption(cell, *section)
+            section = None
+        else:
+            cells.append(cell)
+    nb.cells = cells
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
+        elif cell.cell_type == "code" and not SHOWN & set(tags):
+            cell.metadata["tags"] = tags + ["hide-input"]
+        for output in cell.get("outputs", []):
+            if "text/markdown" in output.get("data", {}):
+                output["data"]["text/markdown"] = short(output["data"]["text/markdown"])
     nbformat.write(nb, notebook)
 
 
@@ -267,9 +316,14 @@ def _render(preset, plan: Plan, root: Path, warnings_as_errors: bool, force: boo
     print(f"[book] {sum(ran)} of {len(ran)} pages executed, the others were current "
           f"({time.time() - started:.0f} s)", flush=True)
 
+    from . import summary
+    recorded = summary.collect(plan.run_dir, [Path(n).stem for n in chapter_notebooks(root)])
     if preset.name == "default":   # the README quotes the default book: book/summary.json and its block
-        from . import summary
-        summary.write(summary.collect(plan.run_dir, [Path(n).stem for n in chapter_notebooks(root)]), root)
+        summary.write(recorded, root)
+    # the results at a glance, from this preset's recorded claims (staged too: the browser check compares them)
+    (stage / "book" / "summary.json").write_text(json.dumps(recorded, indent=1, ensure_ascii=False))
+    for page in (stage / "book").glob("*.md"):
+        summary.fill(page, recorded)
 
     command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(stage), "--path-output", str(root)]
     if warnings_as_errors:
@@ -282,14 +336,15 @@ def _render(preset, plan: Plan, root: Path, warnings_as_errors: bool, force: boo
 
 
 def export_figure(notebook: Path, heading: str, out: Path) -> None:
-    """Save the first image that follows the markdown cell whose first line contains `heading` in an executed
+    """Save the first image that follows the markdown cell whose heading line contains `heading` in an executed
     notebook (the README's figure comes from the executed entropy chapter)."""
     import base64
 
     import nbformat
     cells = nbformat.read(notebook, as_version=4).cells
     for i, cell in enumerate(cells):
-        if cell.cell_type == "markdown" and heading in cell.source.splitlines()[0]:
+        title = next((line for line in cell.source.splitlines() if line.startswith("#")), "")  # after a label
+        if cell.cell_type == "markdown" and heading in title:
             for later in cells[i + 1:]:
                 for output in later.get("outputs", []):
                     if "image/png" in output.get("data", {}):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..stats import Trend, spearman
 
 AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_TESTED = "agrees", "disagrees", "not significant", "not tested"
-SELECTED = "selected"
+PARTLY, SELECTED = "partly", "selected"
 ALPHA = 0.05
 
 

@@ -6,8 +6,17 @@ import numpy as np
 
 STAGE_COLORS = {"initial": "tab:green", "mid": "tab:orange", "final": "tab:purple"}
 
+# One style for every figure of the book. A figure is at most COLUMN inches wide, so that at DPI it fits the
+# book's text column (about 750 px at a 1280 px window) without being scaled down; its smallest text
+# (SMALLEST_PT, legends) is then SMALLEST_PT * DPI / 72 = 11 px on the page (.ci/browser_check.py checks the
+# scale). Multi-panel figures wrap into rows of at most two panels, or stack.
+COLUMN, DPI, SMALLEST_PT = 7.2, 100, 8
+STYLE = {"figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10,
+         "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": SMALLEST_PT, "figure.titlesize": 11}
+plt.rcParams.update(STYLE)
 
-def twin_axes(x_label: str, left_label: str, right_label: str, title: str = "", size=(6.4, 3.6)):
+
+def twin_axes(x_label: str, left_label: str, right_label: str, title: str = "", size=(COLUMN, 3.6)):
     fig, left = plt.subplots(figsize=size)
     right = left.twinx()
     left.set_xlabel(x_label)
@@ -18,7 +27,7 @@ def twin_axes(x_label: str, left_label: str, right_label: str, title: str = "", 
     return fig, left, right
 
 
-def lines(series: list[dict], x_label: str, y_label: str, title: str = "", size=(6.4, 3.6), logx=False):
+def lines(series: list[dict], x_label: str, y_label: str, title: str = "", size=(COLUMN, 3.6), logx=False):
     """series: [{x, y, label, style?}] on one axis."""
     fig, ax = plt.subplots(figsize=size)
     for s in series:
@@ -51,7 +60,7 @@ def twin_lines(x, left: dict, right: dict, x_label: str, title: str = "", logx=F
 
 def coefficient_distributions(coefficients_by_stage: dict, entropies: dict, layer: int = -1):
     """Fig. 1 from data: the normalised mean coefficients of one layer, sorted, at initial / mid / final."""
-    fig, axes = plt.subplots(1, len(coefficients_by_stage), figsize=(10, 3), sharey=True)
+    fig, axes = plt.subplots(1, len(coefficients_by_stage), figsize=(COLUMN, 2.8), sharey=True)
     for ax, (stage, cbar) in zip(np.atleast_1d(axes), coefficients_by_stage.items()):
         p = cbar[layer].double() / cbar[layer].double().sum()
         p = np.sort(p.numpy())[::-1]
@@ -77,7 +86,7 @@ OUTCOME_AXES = {"A": "acquisition A (%) ↑", "F": "forgetting F (%) ↓", "K": 
 
 
 def intervention_grid(series: list[dict], x_label: str, title: str = "", references: list[dict] = (),
-                      size=(9.6, 6.4)):
+                      size=(COLUMN, 6.6)):
     """2 x 2 panels A, F / K, P. series: [{x, label, values: {A: [...], ...}, style?, color?}] (x may be strings:
     categories); a series lacking a quantity is not drawn there. references: [{label, values: {A: v, ...}, ls,
     color?}] drawn as horizontal lines (the paper's dashed original and dotted FFN resuscitation)."""
@@ -108,19 +117,24 @@ def intervention_grid(series: list[dict], x_label: str, title: str = "", referen
             if n not in handles:
                 handles[n] = h
                 names.append(n)
-    fig.legend([handles[n] for n in names], names, loc="lower center", ncol=min(len(names), 3), fontsize=8,
+    fig.legend([handles[n] for n in names], names, loc="lower center", ncol=min(len(names), 2),
                bbox_to_anchor=(0.5, 0.0))
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(names) - 1) // 3), 1, 1))
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(names) - 1) // 2), 1, 1))
     return fig
 
 
-def star_panels(x, panels: list[dict], x_label: str, title: str = "", size=(11, 3.4)):
+def star_panels(x, panels: list[dict], x_label: str, title: str = "", panel_height: float = 3.0):
     """Fig. 1's right side from data: one panel per quantity against the pretraining step, with markers for
-    modified models. panels: [{y, label, x?, x_label?, stars: [{x, y, label, marker?, face?}]}] (x: the panel's own steps)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=size)
-    for ax, panel in zip(np.atleast_1d(axes), panels):
+    modified models, two panels to a row. panels: [{y, label, x?, x_label?, stars: [{x, y, label, marker?, face?}]}]
+    (x: the panel's own steps)."""
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN, panel_height * nrows), squeeze=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels):
         ax.plot(panel.get("x", x), panel["y"], "o-", color="tab:blue",
                 markersize=4, label="original checkpoints")
         for star in panel.get("stars", []):
@@ -129,7 +143,7 @@ def star_panels(x, panels: list[dict], x_label: str, title: str = "", size=(11, 
         ax.set_xlabel(panel.get("x_label", x_label))
         ax.set_ylabel(panel["label"])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -139,13 +153,15 @@ def star_panels(x, panels: list[dict], x_label: str, title: str = "", size=(11, 
 QUANTITY_COLORS = {"A": "tab:blue", "F": "tab:red", "K": "tab:green", "P": "tab:purple", "entropy": "tab:brown"}
 
 
-def twin_panels(panels: list[dict], x_label: str, title: str = "", ncols: int = 2, panel_size=(5.4, 3.6)):
-    """Panels side by side, each with two y axes (the paper's Figs. 4, 11-14). A panel is
+def twin_panels(panels: list[dict], x_label: str, title: str = "", ncols: int = 2, panel_height: float = 3.2):
+    """Panels side by side (`ncols` to a row, the column's width), each with two y axes (the paper's Figs. 4,
+    11-14). A panel is
     {"title", "left", "right" (axis labels), "x_label"?, "series": [{"x", "y", "label", "axis": "left" | "right",
     "color"?, "style"?}]}; None values in y are gaps. Each panel's legend lists the series of both axes."""
     ncols = min(ncols, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN * (1 if ncols > 1 else 0.8), panel_height * nrows),
+                             squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         right = ax.twinx()
         for s in panel["series"]:
@@ -155,11 +171,11 @@ def twin_panels(panels: list[dict], x_label: str, title: str = "", ncols: int = 
         ax.set_xlabel(panel.get("x_label", x_label))
         ax.set_ylabel(panel["left"])
         right.set_ylabel(panel["right"])
-        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.set_title(panel.get("title", ""))
         handles, names = ax.get_legend_handles_labels()
         more, more_names = right.get_legend_handles_labels()
-        ax.legend(handles + more, names + more_names, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-                  ncol=2, frameon=False)  # below the panel: never over the lines
+        ax.legend(handles + more, names + more_names, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                  ncol=1 if ncols > 1 else 2, frameon=False)  # below the panel: never over the lines
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
@@ -171,7 +187,7 @@ def twin_panels(panels: list[dict], x_label: str, title: str = "", ncols: int = 
 
 def histograms(values: dict[str, list[float]], x_label: str, title: str = "", bins: int = 30):
     """Overlaid histograms on shared bins, one per label, each legend entry with n and the median."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(COLUMN, 3.6))
     edges = np.histogram_bin_edges(np.concatenate([np.asarray(v, dtype=float) for v in values.values()]), bins)
     for label, v in values.items():
         ax.hist(v, bins=edges, alpha=0.55, label=f"{label} (n = {len(v)}, median {np.median(v):.1f})")
@@ -376,7 +392,7 @@ def star_figure(steps: list[int], entropy: list[float], starts: list[int], origi
 def regime_curves(summaries: list[dict], title: str, x: str = "tokens_per_parameter"):
     """(left) knowledge entropy's deficit from its maximum, in % of L ln m, with the first seed's bootstrap band;
     (right) the same relative to the run's own value at 20% of training, so drops of different widths compare."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = plt.subplots(2, 1, figsize=(COLUMN, 6.6))  # stacked: each panel the column's width
     for i, s in enumerate(summaries):
         color = f"C{i}"
         for j, (seed, rows) in enumerate(sorted(s["rows"].items())):
@@ -397,7 +413,7 @@ def regime_curves(summaries: list[dict], title: str, x: str = "tokens_per_parame
     left.set_ylabel("entropy deficit (L ln m − H) / L ln m (%)")
     right.set_ylabel("drop since 20% of training (nats) ↑ = decay")
     right.axhline(0, color="black", lw=0.8)
-    left.legend(fontsize=7)
+    left.legend()
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -406,7 +422,7 @@ def regime_curves(summaries: list[dict], title: str, x: str = "tokens_per_parame
 def regime_layers(summaries: list[dict], title: str):
     """Per layer at the end of the first seed's run: ln m − H_l (left) and the share of the layer's mean |C| held by
     its top 1% of slots (right), one line per cell."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+    fig, (left, right) = plt.subplots(2, 1, figsize=(COLUMN, 6.0))  # stacked: each panel the column's width
     for i, s in enumerate(summaries):
         end = s["rows"][min(s["rows"])][-1]
         layers = list(range(len(end["layer_deficit"])))
@@ -417,7 +433,7 @@ def regime_layers(summaries: list[dict], title: str):
     for ax in (left, right):
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
-    left.legend(fontsize=7)
+    left.legend()
     fig.suptitle(title)
     fig.tight_layout()
     return fig
