@@ -23,12 +23,16 @@ def record(plan, chapter: str, claims: list[Claim], facts: dict | None = None) -
 
 
 def collect(run_dir: Path, chapters: list[str]) -> dict:
-    """The recorded chapters, in reading order."""
+    """The recorded chapters, in reading order, and the model system's validity (recorded by its page among its
+    facts) as the top-level block "validity"."""
     out = {}
     for chapter in chapters:
         path = Path(run_dir) / "summary" / f"{chapter}.json"
         if path.exists():
             out[chapter] = json.loads(path.read_text())
+    validity = out.get("model_system", {}).get("facts", {}).pop("validity", None)
+    if validity:
+        out["validity"] = validity
     return out
 
 
