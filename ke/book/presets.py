@@ -56,6 +56,8 @@ class ModelSpec:
     pretrain: PretrainConfig | None = None  # zoo models: size and schedule (its `seed` is replaced by each seed)
     recipe: Recipe | None = None    # real models: the published recipe (zoo models: derived from `pretrain`)
     dtype: str = "float32"
+    selected: bool = False          # chosen for knowing its world, acquiring and a decaying knowledge entropy (book
+    # page "How the model system was chosen"): its Fig. 2 trend is reported as "selected", never as "agrees"
 
     @property
     def is_zoo(self) -> bool:
