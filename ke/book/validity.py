@@ -26,10 +26,11 @@ CRITERIA = {
 
 
 def world_accuracy(plan: Plan, model: str, seed: int) -> float:
-    """Mean accuracy (a fraction) over the world's fact tasks at the model's last analysed checkpoint."""
+    """Mean accuracy (a fraction) over the world's fact tasks at the model's last analysed checkpoint (the fact
+    check records percentages)."""
     last = plan.checkpoints[(model, seed)][-1]
     record = execute(plan.lookup("facts", last.tag))
-    return sum(record["accuracy"].values()) / len(record["accuracy"])
+    return sum(record["accuracy"].values()) / len(record["accuracy"]) / 100
 
 
 def acquisition(plan: Plan, model: str, seed: int) -> dict[float, dict]:
