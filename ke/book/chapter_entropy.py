@@ -120,8 +120,7 @@ def padding_table(rows_: list[dict]) -> str:
 
 def facts(plan: Plan, rows_by_model: dict[str, list[dict]], claims: list[C.Claim]) -> dict:
     """What the README quotes from this chapter (ke.book.summary)."""
-    primary = next(k for k, role in plan.roles.items() if role == "olmo-1b") if "olmo-1b" in plan.roles.values() \
-        else plan.models[0]
+    primary = plan.primary
     fig2 = next((c for c in claims if c.figure == "Fig. 2" and plan.labels[primary] in c.statement), None)
     sentences = []
     knowledge = world_knowledge(plan, primary)

@@ -39,7 +39,13 @@ class Runs:
 
     def __init__(self, plan: Plan):
         self.plan, self.grid = plan, plan.resuscitation
-        self.model = self.grid["model"]
+        self.model = self.grid["model"] if self.grid else None
+
+    def missing_markdown(self) -> str:
+        """One sentence when the preset has no resuscitation section (then the page shows nothing else)."""
+        return "" if self.grid else (f"*Preset {self.plan.preset} has no resuscitation section: it runs no "
+                                     "resuscitated or attention-temperature checkpoints, so this chapter has "
+                                     "nothing to show.*")
 
     def original(self, step: int) -> dict:
         return outcome(execute(self.plan.run(self.model, step)))

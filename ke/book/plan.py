@@ -185,6 +185,7 @@ class Plan:
     perplexities: list[EntityPerplexity] = field(default_factory=list)
     resuscitation: dict | None = None           # the resuscitation chapter's grid (model, final, mids, ...)
     regime: list[RegimeCell] = field(default_factory=list)
+    primary: str = ""                           # the model the chapters study first (Preset.primary)
 
     @property
     def models(self) -> list[str]:
@@ -283,7 +284,7 @@ def make_plan(preset: Preset) -> Plan:
     if preset.world is not None:
         world = WorldBuild(preset.world, preset.vocab_size, preset.world_dir, preset.tokenizer_dir)
     plan = Plan(preset.name, run, {k: s.label for k, s in preset.models.items()},
-                {k: s.role for k, s in preset.models.items()}, {}, {}, {}, {}, world=world)
+                {k: s.role for k, s in preset.models.items()}, {}, {}, {}, {}, world=world, primary=preset.primary)
     for key, spec in preset.models.items():
         steps = _analysed_steps(spec, key)
         for seed in spec.seeds:
