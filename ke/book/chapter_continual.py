@@ -10,7 +10,7 @@ import numpy as np
 from ..stats import correlation
 from . import claims as C
 from . import paper
-from .chapter_entropy import rows as entropy_rows
+from .chapter_entropy import role_markdown, rows as entropy_rows
 from .plan import ContinualRun, Plan, execute
 
 KINDS = ("memorization", "semantic", "composition")
@@ -189,14 +189,6 @@ def uniform_loss(tokenizer_dir) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- page text
-
-def role_markdown(plan: Plan) -> str:
-    """One sentence when the preset has no OLMo-1B role, whose runs the paper's figures and tables show."""
-    if "olmo-1b" in plan.roles.values():
-        return ""
-    return (f"*Preset {plan.preset} has no OLMo-1B role: {plan.labels[plan.primary]} stands in for it in every figure "
-            "and table below, beside the paper's OLMo-1B numbers.*\n\n")
-
 
 def setup_markdown(plan: Plan) -> str:
     """The configuration this preset runs, the settings of Tables 1-2 and the corpora of the two roles."""
