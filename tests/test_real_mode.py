@@ -119,7 +119,8 @@ def pages(root: Path) -> dict[str, dict]:
         outputs = [o for c in cells for o in c.get("outputs", [])]
         text = "".join("".join(o.get("data", {}).get("text/markdown", "")) + "".join(o.get("text", ""))
                        for o in outputs)
-        out[notebook] = {"errors": [o for o in outputs if o["output_type"] == "error"], "text": text}
+        out[notebook] = {"errors": [o for o in outputs if o["output_type"] == "error"], "text": text,
+                         "figures": sum("image/png" in o.get("data", {}) for o in outputs)}
     return out
 
 
@@ -148,8 +149,12 @@ def test_a_chapter_says_what_its_preset_lacks(real):
     roles = {m["role"] for m in spec["models"].values()}
     resuscitation = built["book/resuscitation.ipynb"]["text"]
     assert ("has no resuscitation section" in resuscitation) == ("resuscitation" not in spec)
-    continual = built["book/continual.ipynb"]["text"]
-    assert ("has no OLMo-1B role" in continual) == ("olmo-1b" not in roles)
+    assert (built["book/resuscitation.ipynb"]["figures"] > 0) == ("resuscitation" in spec)
+    for chapter in ("continual", "entropy"):  # and the rest of the chapter is shown
+        page = built[f"book/{chapter}.ipynb"]
+        assert ("has no OLMo-1B role" in page["text"]) == ("olmo-1b" not in roles) and page["figures"] >= 5
+    has_c4 = "c4" in spec["continual"]["corpora"]
+    assert ("has no c4 continual corpus" in built["book/continual.ipynb"]["text"]) == (not has_c4)
 
 
 def test_the_papers_knowledge_and_lm_eval_tasks_were_used(real):
