@@ -68,9 +68,7 @@ def resuscitate(model: nn.Module, coefficients: torch.Tensor, ratio: float, fact
               "selected": [], "zero_skipped": [], "threshold": [], "mean_multiplier": []}
     for l in chosen:
         c = coefficients[l].double()
-        threshold = torch.quantile(c, ratio)  # linear interpolation, as the official code
-        selected = c <= threshold
-        scaled = selected & (c > 0)
+        threshold, selected, scaled = select_slots(c, ratio)
         multiplier = factor * c.mean() / c.where(scaled, torch.ones_like(c))  # only read where `scaled`
         weight, bias = ffn[l].up_rows()
         u = multiplier[scaled].to(weight.dtype).to(weight.device)
@@ -83,6 +81,16 @@ def resuscitate(model: nn.Module, coefficients: torch.Tensor, ratio: float, fact
         report["threshold"].append(float(threshold))
         report["mean_multiplier"].append(float(multiplier[scaled].mean()) if scaled.any() else 1.0)
     return report
+
+
+def select_slots(coefficients: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Algorithm 1's choice of slots in C-bar [..., ffn_dim], per layer (the last dimension): the threshold (the
+    ratio-quantile, linear interpolation as the official code), the selected slots (at or below it) and the scaled
+    ones (selected and above zero: a slot never used has nothing to multiply)."""
+    c = torch.as_tensor(coefficients).double()
+    threshold = torch.quantile(c, ratio, dim=-1, keepdim=True)
+    selected = c <= threshold
+    return threshold, selected, selected & (c > 0)
 
 
 def _load_coefficient_file(path) -> torch.Tensor:

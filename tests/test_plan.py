@@ -16,8 +16,9 @@ from datasets import Dataset
 from conftest import WORDS, make_texts, save_tiny_model
 from ke.book import chapter_continual as cc
 from ke.book import chapter_resuscitation as cr
-from ke.book.chapter_entropy import coefficients
-from ke.book.plan import ContinualRun, describe, execute, make_plan
+from ke.book.chapter_entropy import coefficients, maximum
+from ke.book.paper import PAPER_MODELS
+from ke.book.plan import ContinualRun, describe, execute, from_initial_stage, make_plan
 from ke.book.presets import load_preset, project_root
 from ke.entropy import EntropySettings, load_coefficients, measure
 from ke.downstream import write_local_task
@@ -25,7 +26,7 @@ from ke.errors import UserError
 from ke.knowledge import FictionalKnowledge
 from ke.metrics import entity_perplexity
 from ke.models import load_model
-from ke.resuscitate import resuscitate
+from ke.resuscitate import resuscitate, select_slots
 
 ENTITIES = ["red river", "north city", "blue company", "old university"]
 
@@ -323,6 +324,37 @@ def test_intended_coefficients_and_effect_by_hand(ratio, factor):
     assert effect["entropy_intended"] == pytest.approx(entropy_target, rel=1e-10)
     if ratio == 0.9 and factor == 1.0:
         assert effect["lowered"] > 0  # p = 90% reaches past the mean: active slots are scaled down
+
+
+def test_slot_selection_by_hand():
+    """Algorithm 1's slots, shared by ke.resuscitate and the chapter: at or below the ratio-quantile of the layer,
+    and scaled only above zero."""
+    torch.manual_seed(1)
+    cbar = torch.rand(2, 30) ** 2
+    cbar[0, 3] = 0.0
+    threshold, selected, scaled = select_slots(cbar, 0.4)
+    for l, row in enumerate(cbar.double().tolist()):
+        t = hand_quantile(row, 0.4)
+        assert float(threshold[l]) == pytest.approx(t, rel=1e-12)
+        assert selected[l].tolist() == [c <= t for c in row] and scaled[l].tolist() == [0 < c <= t for c in row]
+
+
+def test_initial_stage_window_and_maximum_entropy():
+    rows = [{"step": s, "fraction": s / 320} for s in (0, 32, 64, 160, 320)]
+    assert [r["step"] for r in from_initial_stage(rows)] == [64, 160, 320]   # 64 / 320 is 20% exactly
+    paper = PAPER_MODELS["olmo-1b"]
+    record = {"num_layers": paper.layers, "ffn_dim": paper.ffn_dim}
+    assert maximum(record) == pytest.approx(144.18, abs=1e-2)   # the paper: 16 ln 8192 = 144.18
+    assert maximum(record, layers=1) == pytest.approx(math.log(8192))
+
+
+@pytest.mark.parametrize("name", ["default", "olmo-1b", "olmo-7b", "pythia-1.4b"])
+def test_the_plans_primary_model(name):
+    """The OLMo-1B role, else the first model of the file (olmo-7b and pythia-1.4b have no OLMo-1B role)."""
+    preset = load_preset(name)
+    models = yaml.safe_load(preset.source.read_text())["models"]
+    roles = [key for key, spec in models.items() if spec["role"] == "olmo-1b"]
+    assert make_plan(preset).primary == (roles[0] if roles else next(iter(models)))
 
 
 def test_planned_items_are_fully_specified(tiny):

@@ -10,7 +10,7 @@ import numpy as np
 from ..stats import correlation
 from . import claims as C
 from . import paper
-from .chapter_entropy import rows as entropy_rows
+from .chapter_entropy import role_markdown, rows as entropy_rows
 from .plan import ContinualRun, Plan, execute
 
 KINDS = ("memorization", "semantic", "composition")
@@ -47,8 +47,7 @@ def curves_by_seed(plan: Plan, model: str, **kwargs) -> dict[int, list[dict]]:
 
 def table(plan: Plan, setting: str, corpus: str = "pubmed") -> list[dict]:
     """The rows of Tables 1-2 for one setting: the primary model at the table's starts (first seed)."""
-    model = next(k for k, role in plan.roles.items() if role == "olmo-1b")
-    return curve(plan, model, setting=setting, corpus=corpus, steps=plan.table_starts)
+    return curve(plan, plan.primary, setting=setting, corpus=corpus, steps=plan.table_starts)
 
 
 def paper_table(setting: str) -> list[dict]:
@@ -57,6 +56,17 @@ def paper_table(setting: str) -> list[dict]:
     return [{"step": step, "fraction": step / final, "A": a, "F": f, "K_CL": k, "P_CL": p}
             for step, a, f, k, p in zip(paper.CHECKPOINTS_1B, paper.TABLE1_A[setting], paper.TABLE1_F[setting],
                                         paper.TABLE2_K[setting], paper.TABLE2_P[setting])]
+
+
+def corpora(plan: Plan) -> list[str]:
+    """The continual-learning corpora (roles) this preset runs."""
+    return list(dict.fromkeys(r.corpus for r in plan.continual))
+
+
+def missing_corpus_markdown(plan: Plan, corpus: str) -> str:
+    """One sentence for a figure whose continual corpus the preset lacks."""
+    return (f"*Preset {plan.preset} has no {corpus} continual corpus (`continual.corpora.{corpus}`), so this figure "
+            "is not drawn.*")
 
 
 def first_batch_loss(run: ContinualRun) -> float:
@@ -189,7 +199,8 @@ def setup_markdown(plan: Plan) -> str:
     schedule = injection_schedule(fk, cfg.injections)
     once_sizes = sorted({len(group) - len(fk.paraphrase) for group in schedule.values()})
     tasks = list(base.tasks.names) if base.tasks else []
-    text = (f"**This preset:** {cfg.steps} updates per epoch × {cfg.epochs} epoch(s) of {cfg.batch_size} rows × "
+    text = role_markdown(plan)
+    text += (f"**This preset:** {cfg.steps} updates per epoch × {cfg.epochs} epoch(s) of {cfg.batch_size} rows × "
             f"{cfg.seq_len} tokens, peak lr {cfg.lr:g} (warmup {cfg.warmup_fraction:.0%} from {cfg.warmup_start:g} × "
             f"lr, cosine to {cfg.lr_floor:g} × lr). An injection every {cfg.interval} updates ({cfg.injections} per "
             f"epoch, the last at update {cfg.steps}): all {len(fk.paraphrase)} paraphrase-set paragraphs, and a group "
@@ -291,7 +302,7 @@ def facts(plan: Plan, curves: dict[int, list[dict]], claims: list[C.Claim]) -> d
     by_start = {s: (spread([c[i]["A"] for c in curves.values()]), spread([c[i]["F"] for c in curves.values()
                                                                              if c[i]["F"] is not None] or [float("nan")]))
                 for i, s in enumerate(steps)}
-    final = plan.final_steps[next(k for k, role in plan.roles.items() if role == "olmo-1b")]
+    final = plan.final_steps[plan.primary]
     text = "; ".join(f"{100 * s / final:.0f}%: A {a.mean:+.1f} ± {a.sd:.1f}, F {f.mean:+.1f} ± {f.sd:.1f}"
                      for s, (a, f) in by_start.items())
     trends = [c for c in claims if c.figure == "Fig. 4" and ("acquire less" in c.statement or "forget more"

@@ -9,9 +9,7 @@ import math
 from ..entropy import load_coefficients
 from . import claims as C
 from .paper import FIGURES
-from .plan import Plan, execute
-
-FROM = 0.2  # trends are judged from 20% of the schedule on (the paper's "initial stage"), after the early transient
+from .plan import Plan, execute, from_initial_stage
 
 
 def rows(plan: Plan, model: str, seed: int | None = None) -> list[dict]:
@@ -32,9 +30,18 @@ def rows(plan: Plan, model: str, seed: int | None = None) -> list[dict]:
     return out
 
 
-def maximum(row: dict) -> float:
-    """The largest possible knowledge entropy: L ln m (every slot equally used)."""
-    return row["num_layers"] * math.log(row["ffn_dim"])
+def maximum(row: dict, layers: int | None = None) -> float:
+    """The largest possible knowledge entropy of `layers` layers (default: all of the row's): L ln m (every slot
+    equally used); `row` (a row, a measurement record) has num_layers and ffn_dim."""
+    return (row["num_layers"] if layers is None else layers) * math.log(row["ffn_dim"])
+
+
+def role_markdown(plan: Plan) -> str:
+    """One sentence when the preset has no OLMo-1B role, whose runs most of the paper's figures show."""
+    if "olmo-1b" in plan.roles.values():
+        return ""
+    return (f"*Preset {plan.preset} has no OLMo-1B role: {plan.labels[plan.primary]} stands in for it wherever "
+            "the paper shows OLMo-1B.*\n\n")
 
 
 def coefficients(plan: Plan, model: str, step: int, seed: int | None = None):
@@ -60,14 +67,10 @@ def train_log(plan: Plan, model: str, seed: int | None = None) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path and path.exists() else []
 
 
-def later(rows_: list[dict], start: float = FROM) -> list[dict]:
-    return [r for r in rows_ if r["fraction"] >= start]
-
-
 def trend_claim(figure: str, series: str, rows_: list[dict], column: str, expected: int = -1,
                 paper: str = "decreases") -> C.Claim:
     """A claimed monotone trend of `column` along training, judged from 20% of the schedule on."""
-    kept = later(rows_)
+    kept = from_initial_stage(rows_)
     verdict, t = C.trend_of([r["step"] for r in kept], [r[column] for r in kept], expected)
     return C.Claim(figure, f"{series}: {column.replace('_', ' ')} {paper}", paper, t.describe(), verdict)
 
@@ -125,7 +128,7 @@ def trend_table(rows_by_model: dict[str, list[dict]], labels: dict[str, str], co
     out = ("| model | checkpoints | first | last | maximum L ln m | trend, all checkpoints | trend from 20% on |\n"
            "|---|---|---|---|---|---|---|\n")
     for key, r in rows_by_model.items():
-        every, kept = spearman([x["step"] for x in r], [x[column] for x in r]), later(r)
+        every, kept = spearman([x["step"] for x in r], [x[column] for x in r]), from_initial_stage(r)
         late = spearman([x["step"] for x in kept], [x[column] for x in kept])
         out += (f"| {labels[key]} | {len(r)} | {r[0][column]:.4f} | {r[-1][column]:.4f} | {maximum(r[0]):.3f} | "
                 f"{every.describe()} | {late.describe()} |\n")
@@ -142,8 +145,7 @@ def padding_table(rows_: list[dict]) -> str:
 
 def facts(plan: Plan, rows_by_model: dict[str, list[dict]], claims: list[C.Claim]) -> dict:
     """What the README quotes from this chapter (ke.book.summary)."""
-    primary = next(k for k, role in plan.roles.items() if role == "olmo-1b") if "olmo-1b" in plan.roles.values() \
-        else plan.models[0]
+    primary = plan.primary
     fig2 = next((c for c in claims if c.figure == "Fig. 2" and plan.labels[primary] in c.statement), None)
     sentences = []
     knowledge = world_knowledge(plan, primary)

@@ -14,11 +14,12 @@ from pathlib import Path
 from ..stats import spearman, spread
 from ..train import Schedule, regime
 from . import claims as C
+from .chapter_entropy import maximum
 from .paper import PAPER_MODELS
-from .plan import CheckpointRef, Plan, RegimeCell, execute
+from .plan import CheckpointRef, Plan, RegimeCell, execute, from_initial_stage
 
-FROM = 0.2   # decay is judged from 20% of the schedule on, after the early transient (the paper's initial stage)
-PAPER_DECAY = 100 * (144.0 - 143.6) / (16 * math.log(8192))  # Fig. 2, OLMo-1B: ~0.28% of the maximum
+PAPER_DECAY = 100 * (144.0 - 143.6) / maximum({"num_layers": PAPER_MODELS["olmo-1b"].layers,
+                                                "ffn_dim": PAPER_MODELS["olmo-1b"].ffn_dim})  # Fig. 2: ~0.28%
 
 
 # ----------------------------------------------------------------------------------------------- regime numbers
@@ -74,15 +75,15 @@ def run_rows(plan: Plan, refs: list[CheckpointRef]) -> list[dict]:
         full = execute(plan.measurement(ref, "dolma"))
         first_out = execute(plan.measurement(ref, "dolma_skip_first"))
         info = checkpoint_info(ref)
-        maximum = full["num_layers"] * math.log(full["ffn_dim"])
+        highest = maximum(full)
         low, high = full["bootstrap"]["knowledge_entropy"]
         rows.append({"step": ref.step, "fraction": ref.step / final if final else 0.0,
                      "tokens_per_parameter": info["regime"]["tokens_per_parameter"],
                      "S": info["regime"]["weight_decay_efolds"], "loss": info.get("loss"),
-                     "entropy": full["knowledge_entropy"], "low": low, "high": high, "maximum": maximum,
-                     "deficit": 100 * (maximum - full["knowledge_entropy"]) / maximum,
+                     "entropy": full["knowledge_entropy"], "low": low, "high": high, "maximum": highest,
+                     "deficit": 100 * (highest - full["knowledge_entropy"]) / highest,
                      "entropy_skip_first": first_out["knowledge_entropy"],
-                     "layer_deficit": [math.log(full["ffn_dim"]) - h for h in full["layer_entropy"]],
+                     "layer_deficit": [maximum(full, layers=1) - h for h in full["layer_entropy"]],
                      "layer_top1_share": full["layer_top1_share"], "num_docs": full["num_docs"],
                      "num_tokens": full["num_tokens"]})
     return rows
@@ -100,7 +101,7 @@ def decay(rows: list[dict], column: str = "entropy") -> dict:
     maximum L ln m; noise: the bootstrap half-widths of the two ends combined in quadrature (documents resampled);
     trend: Spearman over the checkpoints from 20% on; verdict: "agrees" (a decay) when the one-sided trend test
     says decrease AND the drop exceeds twice the noise, "disagrees" when they say increase, else not significant."""
-    kept = [r for r in rows if r["fraction"] >= FROM - 1e-9]
+    kept = from_initial_stage(rows)
     start, end = kept[0], kept[-1]
     drop = start[column] - end[column]
     half = [(r["high"] - r["low"]) / 2 for r in (start, end)]
@@ -145,7 +146,7 @@ def sweep_table(summaries: list[dict]) -> str:
 def layer_table(summary: dict) -> str:
     """Per layer, at 20% of the run and at its end (first seed): ln m − H_l and the top-1% share."""
     rows = summary["rows"][min(summary["rows"])]
-    start = next(r for r in rows if r["fraction"] >= FROM - 1e-9)
+    start = from_initial_stage(rows)[0]
     end = rows[-1]
     out = "| layer | ln m − H_l at 20% | at the end | top-1% share at 20% (%) | at the end (%) |\n|---|---|---|---|---|\n"
     for l, (a, b, c, d) in enumerate(zip(start["layer_deficit"], end["layer_deficit"], start["layer_top1_share"],

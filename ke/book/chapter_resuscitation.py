@@ -14,6 +14,7 @@ import torch
 
 from ..entropy import entropy_of
 from ..metrics import acquisition, forgetting
+from ..resuscitate import select_slots
 from . import claims as C
 from .plan import Plan, execute
 
@@ -39,7 +40,13 @@ class Runs:
 
     def __init__(self, plan: Plan):
         self.plan, self.grid = plan, plan.resuscitation
-        self.model = self.grid["model"]
+        self.model = self.grid["model"] if self.grid else None
+
+    def missing_markdown(self) -> str:
+        """One sentence when the preset has no resuscitation section (then the page shows nothing else)."""
+        return "" if self.grid else (f"*Preset {self.plan.preset} has no resuscitation section: it runs no "
+                                     "resuscitated or attention-temperature checkpoints, so this chapter has "
+                                     "nothing to show.*")
 
     def original(self, step: int) -> dict:
         return outcome(execute(self.plan.run(self.model, step)))
@@ -68,9 +75,7 @@ def intended_coefficients(cbar: torch.Tensor, ratio: float, factor: float) -> to
     factor x the layer mean; the rest stay. Exact for a gated FFN's first layer; later layers also see the
     changed inputs, and a non-gated FFN's activation is not linear in the scaled pre-activation."""
     c = torch.as_tensor(cbar).double()
-    threshold = torch.quantile(c, ratio, dim=-1, keepdim=True)
-    selected = (c <= threshold) & (c > 0)
-    return torch.where(selected, factor * c.mean(-1, keepdim=True), c)
+    return torch.where(select_slots(c, ratio)[2], factor * c.mean(-1, keepdim=True), c)
 
 
 def recipe_effect(cbar: torch.Tensor, ratio: float, factor: float) -> dict:
@@ -78,7 +83,7 @@ def recipe_effect(cbar: torch.Tensor, ratio: float, factor: float) -> dict:
     above factor x mean is scaled down), and the knowledge entropy before and as intended."""
     c = torch.as_tensor(cbar).double()
     target = intended_coefficients(c, ratio, factor)
-    selected = (c <= torch.quantile(c, ratio, dim=-1, keepdim=True)) & (c > 0)
+    selected = select_slots(c, ratio)[2]
     return {"ratio": ratio, "factor": factor, "selected": 100 * float(selected.double().mean()),
             "raised": 100 * float((selected & (target > c)).double().mean()),
             "lowered": 100 * float((selected & (target < c)).double().mean()),

@@ -185,6 +185,7 @@ class Plan:
     perplexities: list[EntityPerplexity] = field(default_factory=list)
     resuscitation: dict | None = None           # the resuscitation chapter's grid (model, final, mids, ...)
     regime: list[RegimeCell] = field(default_factory=list)
+    primary: str = ""                           # the model the chapters study first (Preset.primary)
 
     @property
     def models(self) -> list[str]:
@@ -245,6 +246,14 @@ class Plan:
 
 # ----------------------------------------------------------------------------------------------- planning
 
+INITIAL_STAGE = 0.2  # the paper's "initial stage": trends are judged from 20% of the schedule on, after the early transient
+
+
+def from_initial_stage(rows: list[dict]) -> list[dict]:
+    """The rows (each with its "fraction" of the schedule) from the initial stage, 20% of training, on."""
+    return [r for r in rows if r["fraction"] >= INITIAL_STAGE - 1e-9]
+
+
 def _nearest(steps: list[int], target: float) -> int:
     return min(steps, key=lambda s: abs(s - target))
 
@@ -283,7 +292,7 @@ def make_plan(preset: Preset) -> Plan:
     if preset.world is not None:
         world = WorldBuild(preset.world, preset.vocab_size, preset.world_dir, preset.tokenizer_dir)
     plan = Plan(preset.name, run, {k: s.label for k, s in preset.models.items()},
-                {k: s.role for k, s in preset.models.items()}, {}, {}, {}, {}, world=world)
+                {k: s.role for k, s in preset.models.items()}, {}, {}, {}, {}, world=world, primary=preset.primary)
     for key, spec in preset.models.items():
         steps = _analysed_steps(spec, key)
         for seed in spec.seeds:
@@ -298,7 +307,7 @@ def make_plan(preset: Preset) -> Plan:
             plan.saved[(key, seed)] = _saved_steps(spec, steps)
         final = spec.final_step or max(steps)
         plan.final_steps[key] = final
-        plan.stages[key] = dict(spec.stages) or {"initial": _nearest(steps, 0.2 * final),
+        plan.stages[key] = dict(spec.stages) or {"initial": _nearest(steps, INITIAL_STAGE * final),
                                                 "mid": _nearest(steps, 0.5 * final), "final": _nearest(steps, final)}
     _plan_measurements(preset, plan)
     if preset.continual is not None:

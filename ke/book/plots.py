@@ -4,6 +4,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .chapter_entropy import maximum
+from .plan import from_initial_stage
+
 STAGE_COLORS = {"initial": "tab:green", "mid": "tab:orange", "final": "tab:purple"}
 
 # One style for every figure of the book. A figure is at most COLUMN inches wide, so that at DPI it fits the
@@ -243,7 +246,7 @@ def layer_entropy(rows: list[dict], stages: dict[str, int], title: str):
     fig = lines([{"x": list(range(by_step[s]["num_layers"])), "y": by_step[s]["layer_entropy"],
                   "label": f"{stage} (step {s})"} for stage, s in stages.items()], "layer", "layer entropy (nats)",
                 title)
-    fig.axes[0].axhline(np.log(rows[-1]["ffn_dim"]), color="black", ls=":", lw=1)
+    fig.axes[0].axhline(maximum(rows[-1], layers=1), color="black", ls=":", lw=1)
     return fig
 
 
@@ -403,7 +406,7 @@ def regime_curves(summaries: list[dict], title: str, x: str = "tokens_per_parame
             if j == 0:
                 left.fill_between(xs, [100 * (r["maximum"] - r["high"]) / r["maximum"] for r in rows],
                                   [100 * (r["maximum"] - r["low"]) / r["maximum"] for r in rows], color=color, alpha=0.2)
-            start = next(r for r in rows if r["fraction"] >= 0.2 - 1e-9)
+            start = from_initial_stage(rows)[0]
             right.plot(xs, [start["entropy"] - r["entropy"] for r in rows], "-", color=color, lw=1.5 if j == 0 else 0.8,
                        alpha=1 if j == 0 else 0.6)
     for ax in (left, right):
