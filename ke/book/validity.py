@@ -11,9 +11,8 @@ from __future__ import annotations
 import statistics
 
 from ..entropy import entropy_change, load_per_document
-from .plan import Plan, execute
+from .plan import INITIAL_STAGE, Plan, execute
 
-FROM = 0.2             # the change is taken from the checkpoint nearest 20% of the schedule to the end
 MIN_ACCURACY = 0.60    # criterion (a); chance is 1 / task_choices (25%)
 CRITERIA = {
     "a": "it knows its world: mean accuracy over the seeds on the world's six fact tasks at the final checkpoint "
@@ -44,11 +43,11 @@ def acquisition(plan: Plan, model: str, seed: int) -> dict[float, dict]:
 
 
 def decay_window(plan: Plan, model: str, seed: int):
-    """The checkpoints the change is taken between: the analysed one nearest 20% of the schedule, and the last."""
+    """The checkpoints the change is taken between: the first analysed one from 20% of the schedule on (the regime
+    chapter's window), and the last."""
     refs = plan.checkpoints[(model, seed)]
     final = plan.final_steps[model]
-    start = min(refs, key=lambda r: abs(r.step - FROM * final))
-    return start, refs[-1]
+    return next(r for r in refs if r.step / final >= INITIAL_STAGE - 1e-9), refs[-1]
 
 
 def knowledge_entropy_change(plan: Plan, model: str, seed: int, draws: int = 1000) -> dict:
