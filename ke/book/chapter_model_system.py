@@ -9,10 +9,10 @@ from . import claims as C
 from .plan import Plan
 from .validity import CRITERIA, model_validity
 
-CHOICE_RULE = ("The families are run cheapest first (pretraining tokens, then the number of changes from the previous "
-               "default); the model system is the first family that meets (a), (b) and (c) on both calibration seeds, "
-               "and (d). If none does, the family that meets the most criteria (ties: the cheaper) is shown, and the "
-               "book says that no configuration met them.")
+CHOICE_RULE = ("The families are ordered cheapest first (pretraining tokens; at equal tokens, the larger world, which "
+               "changes less of the previous default); the model system is the first family that meets (a), (b) and "
+               "(c) on both calibration seeds, and (d). If none does, the family that meets the most criteria (ties: "
+               "the cheaper) is shown, and the book says that no configuration met them.")
 
 
 def load_pilots(path: Path) -> dict:
@@ -24,8 +24,8 @@ def met(row: dict) -> list[str]:
 
 
 def cost(row: dict) -> tuple:
-    """The rule's order: pretraining tokens, then the file order (which lists fewer changes first)."""
-    return row["tokens"], row["file"]
+    """The rule's order: pretraining tokens, then the larger world (fewer changes to the previous default)."""
+    return row["tokens"], -row.get("world_people", 0), row["file"]
 
 
 def choose(pilots: dict) -> tuple[str | None, bool]:
