@@ -104,3 +104,14 @@ def validity_sentences(v: dict) -> list[str]:
             f"(b: {ok['b']}); its knowledge entropy changes by {min(changes):+.3f} to {max(changes):+.3f} nats from "
             f"20% of training to the end (c: {ok['c']}). These are properties it was selected for on calibration "
             "seeds (page 'How the model system was chosen'), not results."]
+
+
+def family_notes(pilots: dict, root: Path) -> str:
+    """Why each family was tried (its file's opening comment), and the families defined but not run."""
+    out = "".join(f"- `{key}`: {row['description']}\n" for key, row in pilots["families"].items())
+    unrun = sorted(p.stem for p in (Path(root) / "parameters" / "pilots").glob("p*.yaml")
+                   if p.stem not in pilots["families"])
+    if unrun:
+        out += (f"\nDefined but not run: {', '.join(f'`{k}`' for k in unrun)} (more pretraining tokens than the "
+                "families above; the rule reaches them only if no cheaper family qualifies).")
+    return out
