@@ -38,7 +38,8 @@ def test_paired_interval_covers_a_known_change():
         start = rng.gamma(4.0, mu_start / 4.0, size=(n, 1, m))
         end = start * (mu_end / mu_start) * rng.gamma(50.0, 1 / 50.0, size=(n, 1, m))   # the same documents, changed
         measured = entropy(end.mean(0)[0]) - entropy(start.mean(0)[0])
-        low, high = entropy_change(torch.from_numpy(start), torch.from_numpy(end), measured, draws=200, seed=t)["interval"]
+        result = entropy_change(torch.from_numpy(start), torch.from_numpy(end), measured, draws=200, seed=t)
+        low, high = result["interval"]
         covered += low <= truth <= high
     assert truth < 0
     assert 0.88 <= covered / trials <= 1.0

@@ -45,8 +45,9 @@ def family_row(preset, plan) -> dict:
     tokens_per_step = cfg.batch_size * cfg.seq_len
     corpus_tokens = final["regime"]["tokens"] / final["regime"]["epochs"]
     window = tokens_per_step / (cfg.lr * cfg.weight_decay) / corpus_tokens if cfg.weight_decay else float("inf")
-    return {"file": str(preset.source.relative_to(preset.root)), "description": _description(preset.source),
-            "world_people": preset.world.num_people, "tie_embeddings": cfg.tie_embeddings, "weight_decay": cfg.weight_decay, "steps": cfg.steps,
+    return {"file": str(Path(preset.source).resolve().relative_to(preset.root)),
+            "description": _description(preset.source), "world_people": preset.world.num_people,
+            "tie_embeddings": cfg.tie_embeddings, "weight_decay": cfg.weight_decay, "steps": cfg.steps,
             "tokens": final["regime"]["tokens"], "tokens_per_parameter": final["regime"]["tokens_per_parameter"],
             "S": final["regime"]["weight_decay_efolds"], "epochs": final["regime"]["epochs"],
             "window_passes": window, "final_loss": final["loss"], "pretrain_seconds": seconds,

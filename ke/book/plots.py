@@ -445,21 +445,21 @@ def regime_layers(summaries: list[dict], title: str):
 def pilot_map(pilots: dict):
     """The pilots on the three criteria: world accuracy against the change of knowledge entropy from 20% of training
     (each calibration seed, with its interval), marker filled when A on paraphrases is positive at every start."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(COLUMN, 4.8))
     for i, (key, r) in enumerate(pilots["families"].items()):
         color = f"C{i % 10}"
         acquires = all(v > 0 for v in r["acquisition_para_by_start"].values())
-        for seed, change in r["entropy_change_from_20pct"].items():
+        for i_seed, (seed, change) in enumerate(r["entropy_change_from_20pct"].items()):
             low, high = r["entropy_change_ci"][seed]
             acc = 100 * r["world_accuracy_by_seed"][seed]
             ax.errorbar(change, acc, xerr=[[change - low], [high - change]], fmt="o", color=color,
-                        mfc=color if acquires else "white", ms=8, label=key if seed == next(iter(r["entropy_change_from_20pct"])) else None)
+                        mfc=color if acquires else "white", ms=8, label=None if i_seed else key)
     ax.axvline(0, color="grey", lw=0.8)
     ax.axhline(60, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("change of knowledge entropy from 20% of training to the end (nats; < 0: decay)")
     ax.set_ylabel("world accuracy at the end (%)")
     ax.set_title("Pilots on calibration seeds (filled: A on paraphrases > 0 at every start)")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=SMALLEST_PT, loc="best")
     fig.tight_layout()
     return fig
 
@@ -473,7 +473,7 @@ def regime_map(summaries: dict[str, list[dict]]):
     for s in cells.values():   # the base cell appears in every sweep: once
         unique.setdefault((round(s["tokens_per_parameter"], 3), round(s["S"], 3), s["tied"], s["cell"] == "base"
                            or s["cell"]), s)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(COLUMN, 5))
     changes = [-s["drop"].mean for s in unique.values()]
     bound = max(1e-3, max(abs(c) for c in changes))
     for s, change in zip(unique.values(), changes):
@@ -481,7 +481,7 @@ def regime_map(summaries: dict[str, list[dict]]):
         ax.scatter(x, y, c=[change], cmap="coolwarm_r", vmin=-bound, vmax=bound, s=160,
                    marker="s" if s["tied"] else "o", edgecolors="black")
         ax.annotate(f"{s['cell']}\n{change:+.3f} ± {2 * s['noise']:.3f}", (x, y), textcoords="offset points",
-                    xytext=(8, 4), fontsize=8)
+                    xytext=(8, 4), fontsize=SMALLEST_PT)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("tokens per non-embedding parameter")
