@@ -4,6 +4,8 @@ was chosen" (book/pilots.json). Every family given is computed and shown, failur
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from ..storage import write_json_atomically
@@ -27,6 +29,7 @@ def run_pilots(files: list[str], out: Path, jobs: int = 2, progress: bool = True
     for preset, plan in zip(presets, plans):
         table["families"][preset.primary] = family_row(preset, plan)
     table["criteria"] = validity.CRITERIA
+    table["provenance"] = provenance()
     write_json_atomically(table, out)
     return table
 
@@ -42,12 +45,27 @@ def family_row(preset, plan) -> dict:
     tokens_per_step = cfg.batch_size * cfg.seq_len
     corpus_tokens = final["regime"]["tokens"] / final["regime"]["epochs"]
     window = tokens_per_step / (cfg.lr * cfg.weight_decay) / corpus_tokens if cfg.weight_decay else float("inf")
-    return {"file": str(preset.source.relative_to(preset.root)), "description": _description(preset.source),
-            "world_people": preset.world.num_people, "tie_embeddings": cfg.tie_embeddings, "weight_decay": cfg.weight_decay, "steps": cfg.steps,
+    return {"file": str(Path(preset.source).resolve().relative_to(preset.root)),
+            "description": _description(preset.source), "world_people": preset.world.num_people,
+            "tie_embeddings": cfg.tie_embeddings, "weight_decay": cfg.weight_decay, "steps": cfg.steps,
             "tokens": final["regime"]["tokens"], "tokens_per_parameter": final["regime"]["tokens_per_parameter"],
             "S": final["regime"]["weight_decay_efolds"], "epochs": final["regime"]["epochs"],
             "window_passes": window, "final_loss": final["loss"], "pretrain_seconds": seconds,
             **validity.model_validity(plan, model)}
+
+
+def provenance() -> dict:
+    """Where and with which code the table was written."""
+    import platform
+    import subprocess
+    import time
+
+    from .build import matmul_rate
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    return {"command": "ke pilots " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ke pilots", "commit": commit,
+            "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "matmul_gflops_one_thread": round(matmul_rate(), 1)}
 
 
 def _description(path: Path) -> str:
