@@ -44,18 +44,22 @@ def _seeds(values: dict, digits: int, unit: str = "") -> str:
 
 
 def pilot_table(pilots: dict) -> str:
-    """One row per family, in the rule's order; numbers per calibration seed where they are per seed."""
-    out = ("| family | output matrix | S | tokens / param | window (passes) | final loss | world accuracy (a) | "
-           "mean A on paraphrases by start, % (b) | entropy change from 20%, nats [95% interval] (c) | min / run | "
-           "meets |\n" + "|---" * 11 + "|\n")
-    for key, r in sorted(pilots["families"].items(), key=lambda kv: cost(kv[1])):
-        change = "; ".join(f"{c:+.3f} [{lo:+.3f}, {hi:+.3f}]" for c, (lo, hi) in
-                           zip(r["entropy_change_from_20pct"].values(), r["entropy_change_ci"].values()))
+    """Two tables, one row per family in the rule's order: what each family is and costs, then what it met
+    (numbers per calibration seed where they are per seed)."""
+    rows = sorted(pilots["families"].items(), key=lambda kv: cost(kv[1]))
+    out = ("| family | output matrix | S | tokens / param | window (passes) | people | final loss | min / run |\n"
+           + "|---" * 8 + "|\n")
+    for key, r in rows:
         out += (f"| `{key}` | {'tied, not decayed' if r['tie_embeddings'] else 'untied, decayed'} | {r['S']:.2f} | "
-                f"{r['tokens_per_parameter']:.0f} | {r['window_passes']:.2f} | {r['final_loss']:.2f} | "
-                f"{_seeds(r['world_accuracy_by_seed'], 1, '%')} | "
+                f"{r['tokens_per_parameter']:.0f} | {r['window_passes']:.2f} | {r.get('world_people', '—')} | "
+                f"{r['final_loss']:.2f} | {sum(r['pretrain_seconds']) / len(r['pretrain_seconds']) / 60:.1f} |\n")
+    out += ("\n| family | (a) world accuracy | (b) mean A on paraphrases by start (%) | (c) entropy change from 20% "
+            "(nats), 95% interval | meets |\n" + "|---" * 5 + "|\n")
+    for key, r in rows:
+        change = "<br>".join(f"{c:+.3f} [{lo:+.3f}, {hi:+.3f}]" for c, (lo, hi) in
+                             zip(r["entropy_change_from_20pct"].values(), r["entropy_change_ci"].values()))
+        out += (f"| `{key}` | {_seeds(r['world_accuracy_by_seed'], 1, '%')} | "
                 f"{', '.join(f'{v:+.1f}' for v in r['acquisition_para_by_start'].values())} | {change} | "
-                f"{sum(r['pretrain_seconds']) / len(r['pretrain_seconds']) / 60:.1f} | "
                 f"{', '.join(met(r)) or '—'} |\n")
     return out
 
