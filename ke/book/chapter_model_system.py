@@ -47,7 +47,7 @@ def pilot_table(pilots: dict) -> str:
     """Two tables, one row per family in the rule's order: what each family is and costs, then what it met
     (numbers per calibration seed where they are per seed)."""
     rows = sorted(pilots["families"].items(), key=lambda kv: cost(kv[1]))
-    out = ("| family | output matrix | S | tokens / param | window (passes) | people | final loss | min / run |\n"
+    out = ("| family | output matrix | S | tokens / param | window (passes) | people | final loss | wall min / run (loaded machine) |\n"
            + "|---" * 8 + "|\n")
     for key, r in rows:
         out += (f"| `{key}` | {'tied, not decayed' if r['tie_embeddings'] else 'untied, decayed'} | {r['S']:.2f} | "
