@@ -90,8 +90,8 @@ def test_sweep_plan_from_a_preset(tmp_path):
 
 
 @pytest.mark.parametrize("section,message", [
-    ({"sweeps": {"decay": [{"weight_decay": 1, "wd": 2}]}}, "unknown or no field"),
-    ({"sweeps": {"decay": [{}]}}, "unknown or no field"),
+    ({"sweeps": {"decay": [{"weight_decay": 1, "wd": 2}]}}, "overrides unknown field 'wd'"),
+    ({"sweeps": {"decay": [{}]}}, "changes nothing"),
     ({"sweeps": {"decay": [{"lr": 0.1}]}, "seeded": ["width"]}, "regime.seeded names 'width'"),
     ({"base": "pythia2"}, "regime.base is 'pythia2'"),
     ({"sweeps": {"decay": [{"weight_decay_efolds": -1}]}}, "weight-decay-efolds must be a non-negative"),
