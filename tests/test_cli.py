@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ke.book.presets import load_preset
 from safetensors.torch import load_file
 
 from conftest import make_texts
+from ke.book.presets import load_preset
 from ke.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -47,8 +47,8 @@ def pilot_table(pilots: dict) -> str:
     """Two tables, one row per family in the rule's order: what each family is and costs, then what it met
     (numbers per calibration seed where they are per seed)."""
     rows = sorted(pilots["families"].items(), key=lambda kv: cost(kv[1]))
-    out = ("| family | output matrix | S | tokens / param | window (passes) | people | final loss | wall min / run (loaded machine) |\n"
-           + "|---" * 8 + "|\n")
+    out = ("| family | output matrix | S | tokens / param | window (passes) | people | final loss | "
+           "wall min / run (loaded machine) |\n" + "|---" * 8 + "|\n")
     for key, r in rows:
         out += (f"| `{key}` | {'tied, not decayed' if r['tie_embeddings'] else 'untied, decayed'} | {r['S']:.2f} | "
                 f"{r['tokens_per_parameter']:.0f} | {r['window_passes']:.2f} | {r.get('world_people', '—')} | "
@@ -76,10 +76,6 @@ def choice_markdown(pilots: dict, preset_name: str) -> str:
     return (f"**No family meets (a), (b) and (c) on both calibration seeds.** The one meeting the most criteria is "
             f"`{key}` ({', '.join(met(row)) or 'none'}); the book is built on it, and every claim below that needs "
             "the unmet criteria is untested.")
-
-
-def book_validity(plan: Plan, model: str) -> dict:
-    return model_validity(plan, model)
 
 
 def validity_claims(v: dict) -> list[C.Claim]:
