@@ -4,7 +4,6 @@ pilots, the pilot families (offline plans on calibration seeds the book never us
 another."""
 from __future__ import annotations
 
-import math
 import types
 
 import numpy as np
@@ -16,7 +15,7 @@ from ke.book import chapter_model_system as M
 from ke.book import validity as V
 from ke.book.plan import make_plan
 from ke.book.presets import load_preset, project_root
-from ke.entropy import bootstrap_entropy, entropy_change, entropy_of
+from ke.entropy import bootstrap_entropy, entropy_change
 from ke.errors import UserError
 
 

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from . import claims as C
-from .plan import Plan
-from .validity import CRITERIA, model_validity
+from .validity import CRITERIA
 
 CHOICE_RULE = ("The families are ordered cheapest first (pretraining tokens; at equal tokens, the larger world, which "
                "changes less of the previous default); the model system is the first family that meets (a), (b) and "

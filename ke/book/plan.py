@@ -638,7 +638,7 @@ def _measure(item: Measurement, progress: bool) -> dict:
     """run_entropy, and with item.bootstrap the intervals over documents, kept in bootstrap.json; the per-document
     coefficients they come from stay (4 MB for the 1B role's sample): the validity check's paired interval of an
     entropy change (ke.book.validity) resamples them again."""
-    from ..entropy import PER_DOCUMENT_FILE, RESULT_FILE, bootstrap_entropy, entropy_key, load_per_document, run_entropy
+    from ..entropy import RESULT_FILE, bootstrap_entropy, entropy_key, load_per_document, run_entropy
     from ..storage import read_cached, write_cached
 
     path, revision = item.checkpoint.locate()
