@@ -4,6 +4,7 @@ pilots, the pilot families (offline plans on calibration seeds the book never us
 another."""
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -129,3 +130,21 @@ def test_a_preset_extends_another(tmp_path):
     (tmp_path / "parameters" / "orphan.yaml").write_text("extends: nothing\nname: orphan\n")
     with pytest.raises(UserError, match="no file in parameters"):
         load_preset("orphan", tmp_path)
+
+
+def test_pilots_with_the_same_pretraining_gave_the_same_numbers():
+    """p9 and p10 repeat p8's and p7's pretraining (same configuration, world and seeds) under another name: the
+    committed table must show bit-identical losses and entropy changes, i.e. a pilot cell is deterministic for its
+    seed on one machine; their continual runs differ (another learning rate)."""
+    root = project_root()
+    table = json.loads((root / "book" / "pilots.json").read_text())["families"]
+    pairs = (("p8_untied_s4_people120", "p9_people120_cl3e-4"), ("p7_untied_s4_people60", "p10_people60_cl3e-4"))
+    for same, other in pairs:
+        a, b = (load_preset(str(root / "parameters" / "pilots" / f"{k}.yaml")) for k in (same, other))
+        assert a.models[same].pretrain == b.models[other].pretrain and a.world == b.world
+        assert table[same]["final_loss"] == table[other]["final_loss"]
+        assert table[same]["entropy_change_from_20pct"] == table[other]["entropy_change_from_20pct"]
+        assert table[same]["acquisition_para_by_start"] != table[other]["acquisition_para_by_start"]
+    assert M.choose({"families": table}) == ("p2_untied_s4", False)   # the rule's fallback, as the preset says
+    chosen = load_preset(str(root / "parameters" / "pilots" / "p2_untied_s4.yaml")).models["p2_untied_s4"]
+    assert load_preset("default").models["olmo"].pretrain == chosen.pretrain   # the book trains what was chosen
