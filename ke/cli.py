@@ -142,8 +142,12 @@ def run_entropy_command(args):
         from .models import check_context, list_checkpoints
         checkpoints = list_checkpoints(args.model) if args.all_checkpoints else args.revision
         for first in checkpoints[:1]:  # the checkpoints of one run share its context
-            check_context(*((first.path, first.revision) if hasattr(first, "path") else (args.model, first)),
-                          args.seq_len)
+            if hasattr(first, "path"):
+                check_context(first.path, first.revision, args.seq_len)
+            elif (Path(args.model) / first).is_dir():   # a local run folder: --revision names a step folder
+                check_context(str(Path(args.model) / first), None, args.seq_len)
+            else:
+                check_context(args.model, first, args.seq_len)
         before = {path: stamp(path) for path in Path(args.out).glob(f"*/{RESULT_FILE}")}
         records = run_entropy_many(args.model, checkpoints, args.data, args.out, split=args.split, **common)
         for record in records:
