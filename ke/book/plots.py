@@ -476,12 +476,15 @@ def regime_map(summaries: dict[str, list[dict]]):
     fig, ax = plt.subplots(figsize=(COLUMN, 5))
     changes = [-s["drop"].mean for s in unique.values()]
     bound = max(1e-3, max(abs(c) for c in changes))
+    middle = np.sqrt(min(s["tokens_per_parameter"] for s in unique.values())
+                     * max(s["tokens_per_parameter"] for s in unique.values()))
     for s, change in zip(unique.values(), changes):
         x, y = s["tokens_per_parameter"], max(s["S"], 0.05)   # S = 0 drawn at the axis' floor
         ax.scatter(x, y, c=[change], cmap="coolwarm_r", vmin=-bound, vmax=bound, s=160,
                    marker="s" if s["tied"] else "o", edgecolors="black")
+        right = x > middle   # labels point inwards, so they stay inside the figure's width
         ax.annotate(f"{s['cell']}\n{change:+.3f} ± {2 * s['noise']:.3f}", (x, y), textcoords="offset points",
-                    xytext=(8, 4), fontsize=SMALLEST_PT)
+                    xytext=(-8 if right else 8, 4), ha="right" if right else "left", fontsize=SMALLEST_PT)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("tokens per non-embedding parameter")
