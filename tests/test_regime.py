@@ -180,3 +180,14 @@ def test_the_regime_preset_is_the_default_book_with_a_wider_sweep():
     cells = {name: {(c.sweep, c.cell): set(c.runs) for c in plan.regime} for name, plan in plans.items()}
     assert all(seeds <= cells["regime"][key] for key, seeds in cells["default"].items())  # a superset, cell by cell
     assert all(len(seeds) == 3 for seeds in cells["regime"].values())
+
+
+def test_cell_claims_count_the_base_once_and_a_selected_base_is_never_agreement():
+    from ke.stats import spread
+    cell = lambda name, verdict: {"cell": name, "drop": spread([0.1, 0.2]), "noise": 0.01, "verdict": verdict}
+    summaries = {"decay": [cell("base", C.AGREES), cell("S=0", C.DISAGREES)],
+                 "width": [cell("base", C.AGREES), cell("d=16", C.AGREES)]}
+    rows = R.cell_claims(summaries)
+    assert [r.statement for r in rows] == ["base", "S=0", "d=16"] and rows[0].verdict == C.AGREES
+    rows = R.cell_claims(summaries, selected=True)
+    assert [r.verdict for r in rows] == [C.SELECTED, C.DISAGREES, C.AGREES]

@@ -184,7 +184,7 @@ def conclusion(summaries: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n\n" + verdict
 
 
-def facts(plan: Plan, summaries: dict[str, list[dict]]) -> dict:
+def facts(plan: Plan, summaries: dict[str, list[dict]], selected: bool = False) -> dict:
     """What the README quotes from this chapter (ke.book.summary)."""
     base = next((s for cells in summaries.values() for s in cells if s["cell"] == "base"), None)
     sentences = [conclusion(summaries).split("\n\n")[-1]] if summaries else []
@@ -192,11 +192,22 @@ def facts(plan: Plan, summaries: dict[str, list[dict]]) -> dict:
         sentences.insert(0, f"From 20% of training to the end, the 1B-role model ({base['tokens_per_parameter']:.0f} "
                             f"tokens per parameter, S = {base['S']:.1f}) loses {base['drop'].describe(3)} nats of "
                             f"knowledge entropy, {base['drop_percent'].describe(2)}% of its maximum (negative: a rise; "
-                            f"the paper's OLMo-1B loses about {PAPER_DECAY:.2f}%): {base['verdict']}.")
+                            f"the paper's OLMo-1B loses about {PAPER_DECAY:.2f}%): {base['verdict']}"
+                            + (" (a property the model system was selected for)." if selected else "."))
     return {"title": "Where does knowledge entropy decay?", "sentences": sentences}
 
 
-def cell_claims(summaries: dict[str, list[dict]]) -> list[C.Claim]:
-    """Each cell's decay verdict as a claim row (the paper's claim: the entropy decays along pretraining)."""
-    return [C.Claim(f"regime: {sweep}", s["cell"], "decays (Fig. 2)", f"drop {s['drop'].describe(3)} nats, noise "
-                    f"floor ±{2 * s['noise']:.3f}", s["verdict"]) for sweep, cells in summaries.items() for s in cells]
+def cell_claims(summaries: dict[str, list[dict]], selected: bool = False) -> list[C.Claim]:
+    """Each cell's decay verdict as a claim row (the paper's claim: the entropy decays along pretraining); the base
+    cell, which every sweep repeats, once. A base model chosen for its decay (ModelSpec.selected) is "selected",
+    never "agrees"."""
+    rows, base_seen = [], False
+    for sweep, cells in summaries.items():
+        for s in cells:
+            if s["cell"] == "base" and base_seen:
+                continue
+            base_seen |= s["cell"] == "base"
+            verdict = C.SELECTED if selected and s["cell"] == "base" and s["verdict"] == C.AGREES else s["verdict"]
+            rows.append(C.Claim(f"regime: {sweep}", s["cell"], "decays (Fig. 2)", f"drop {s['drop'].describe(3)} "
+                                f"nats, noise floor ±{2 * s['noise']:.3f}", verdict))
+    return rows
