@@ -1,6 +1,7 @@
 """The paper's claims as code: the paper's own numbers satisfy the paper's claims, a reversed series fails them,
 and the verdict vocabulary is the same everywhere (ke.book.claims)."""
-
+import dataclasses
+import json
 
 from ke.book import chapter_continual as cc
 from ke.book import chapter_resuscitation as cr
@@ -30,6 +31,17 @@ def test_checks_and_seeds():
     assert C.over_seeds([C.DISAGREES, C.NOT_SIGNIFICANT]) == C.NOT_SIGNIFICANT
     assert C.over_seeds([C.DISAGREES, C.NOT_SIGNIFICANT, C.DISAGREES]) == "disagrees (2 of 3 seeds)"
     assert C.over_seeds([C.DISAGREES, C.DISAGREES]) == C.DISAGREES
+
+
+def test_a_verdict_carries_its_word_through_copies_and_json():
+    split = C.over_seeds([C.DISAGREES, C.NOT_SIGNIFICANT, C.DISAGREES])
+    assert split.word is C.Word.DISAGREES and split.count == "2 of 3 seeds"
+    assert C.checks([True, False]).word is C.Word.PARTLY and C.over_seeds([C.AGREES, C.DISAGREES]).word is C.Word.PARTLY
+    claim = C.Claim("Fig. 2", "x", "y", "z", split)
+    copied = dataclasses.asdict(claim)["verdict"]          # asdict deep-copies: the word must survive
+    assert copied == split and copied.word is C.Word.DISAGREES
+    assert json.loads(json.dumps(dataclasses.asdict(claim)))["verdict"] == "disagrees (2 of 3 seeds)"
+    assert C.emphasise(split) == "**disagrees (2 of 3 seeds)**" and C.emphasise(C.checks([True, False])) == "partly (1 of 2)"
 
 
 def test_figure_4_trends_on_the_papers_numbers_and_reversed():

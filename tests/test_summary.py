@@ -5,16 +5,23 @@ import json
 import re
 
 from ke.book import summary as S
+from ke.book.claims import Claim, Verdict, Word
 from ke.book.presets import project_root
 
-CLAIM = {"figure": "Fig. 2", "statement": "entropy falls", "paper": "-0.3%", "ours": "+0.1%",
-         "verdict": "disagrees (2 of 3 seeds)"}
+
+def claim(word: Word = Word.DISAGREES, count: str = "2 of 3 seeds", **fields) -> dict:
+    """A claim as a chapter records it (summary.entry), with `fields` replaced."""
+    base = dict(figure="Fig. 2", statement="entropy falls", paper="-0.3%", ours="+0.1%")
+    return S.entry(Claim(**{**base, **fields}, verdict=Verdict(word, count)))
+
+
+CLAIM = claim()
 
 
 def test_write_replaces_only_the_block_between_the_markers(tmp_path):
     (tmp_path / "book").mkdir()
     (tmp_path / "README.md").write_text(f"# title\n\n{S.START}\nstale\n{S.END}\n\n## after\n")
-    data = {"entropy": {"claims": [CLAIM, {**CLAIM, "verdict": "agrees"}],
+    data = {"entropy": {"claims": [CLAIM, claim(Word.AGREES, "")],
                         "facts": {"title": "Knowledge entropy", "sentences": ["It rose."]}}}
     S.write(data, tmp_path)
     text = (tmp_path / "README.md").read_text()
@@ -41,11 +48,11 @@ SPREAD_TEXT = "drop -0.157 ± 0.063 (sd over 3 seeds; range -0.195 … -0.084) n
 
 
 def fixture_summary(validity: bool = True) -> dict:
-    out = {"entropy": {"claims": [CLAIM, {**CLAIM, "figure": "Fig. 3", "verdict": "agrees"},
-                                  {**CLAIM, "figure": "Fig. 99", "verdict": "partly (1 of 2)"}],
+    out = {"entropy": {"claims": [CLAIM, claim(Word.AGREES, "", figure="Fig. 3"),
+                                  claim(Word.PARTLY, "1 of 2", figure="Fig. 99")],
                        "facts": {"title": "Knowledge entropy", "sentences": ["It rose."]}},
-           "regime": {"claims": [{**CLAIM, "figure": "regime: decay", "ours": SPREAD_TEXT, "verdict": "not significant"},
-                                 {**CLAIM, "figure": "model system", "verdict": "selected"}],
+           "regime": {"claims": [claim(Word.NOT_SIGNIFICANT, "", figure="regime: decay", ours=SPREAD_TEXT),
+                                 claim(Word.SELECTED, "", figure="model system")],
                       "facts": {"title": "Regime", "sentences": []}}}
     return {"validity": VALIDITY, **out} if validity else out
 
@@ -147,5 +154,5 @@ def test_the_list_of_figures_names_each_labelled_figure_with_its_verdicts(tmp_pa
     rows = table_rows((tmp_path / "appendix.md").read_text(), "figure")
     assert [r[0] for r in rows] == ['<a href="entropy.html#entropy-fig-2">Figure 2: entropy H</a>',
                                     '<a href="entropy.html#entropy-fig-9">Figure 9: ReLU</a>']
-    assert rows[0][2] == S.badge("disagrees (2 of 3 seeds)", "entropy.html#entropy-fig-2")   # the Fig. 2 claim
+    assert rows[0][2] == S.badge("disagrees (2 of 3 seeds)", "disagrees", "entropy.html#entropy-fig-2")   # the Fig. 2 claim
     assert rows[1][2] == "no claim checked" and rows[0][1] == "Knowledge entropy"

@@ -136,6 +136,59 @@ def hyperparameter_claims(tables: dict[str, list[dict]]) -> list[C.Claim]:
     return out
 
 
+def injection_set_claims(rows: list[dict]) -> list[C.Claim]:
+    """Fig. 11: the once-set lags the paraphrase set in A, and is negative at the final start."""
+    lags = [r["A_once"] < r["A_para"] for r in rows]
+    return [C.Claim("Fig. 11", "Once lags Paraphrase in A", "at every start", f"at {sum(lags)} of {len(rows)} starts",
+                    C.checks(lags)),
+            C.Claim("Fig. 11", "Once acquisition is negative at the final stage", "yes (forgotten during CL)",
+                    f"A_once = {rows[-1]['A_once']:+.2f}% at step {rows[-1]['step']}", C.checks([rows[-1]["A_once"] < 0]))]
+
+
+def latest_start_claim(rows: list[dict], paper_rows: list[dict]) -> C.Claim | None:
+    """Fig. 12: the latest start ends below an earlier one on P (None when P is not measured or one start)."""
+    if rows[-1]["P_CL"] is None or len(rows) < 2:
+        return None
+    best = max(r["P_CL"] for r in rows[:-1])
+    return C.Claim("Fig. 12", "the latest start ends below an earlier one on P",
+                   f"{paper_rows[-1]['P_CL']:.1f} vs {max(r['P_CL'] for r in paper_rows[:-1]):.1f}",
+                   f"{rows[-1]['P_CL']:.1f} vs {best:.1f}", C.checks([rows[-1]["P_CL"] < best]))
+
+
+def corpus_claims(pubmed: list[dict], c4: list[dict]) -> list[C.Claim]:
+    """Fig. 13: A falls more from the earliest to the latest start on PubMed than on C4, and is higher on PubMed."""
+    change = {"pubmed": pubmed[-1]["A"] - pubmed[0]["A"], "c4": c4[-1]["A"] - c4[0]["A"]}
+    higher = [a["A"] > b["A"] for a, b in zip(pubmed, c4)]
+    theirs = paper.FIG13_A_CHANGE
+    return [C.Claim("Fig. 13", "A falls more from earliest to latest start on PubMed than on C4",
+                    f"{theirs['pubmed']:+.1f} vs {theirs['c4']:+.1f} %p".replace("-", "−"),
+                    f"{change['pubmed']:+.2f} vs {change['c4']:+.2f} %p", C.checks([change["pubmed"] < change["c4"]])),
+            C.Claim("Fig. 13", "higher A on PubMed than on C4", "every model (text; no numbers)",
+                    f"at {sum(higher)} of {len(pubmed)} starts", C.checks(higher))]
+
+
+def acquisition_entropy_claim(label: str, joined_by_seed: dict[int, list[dict]]) -> C.Claim:
+    """Fig. 14: A rises with the start's knowledge entropy, judged per seed (claims.over_seeds)."""
+    judged = [C.trend_of([r["entropy"] for r in j], [r["A"] for r in j], +1) for j in joined_by_seed.values()]
+    return C.Claim("Fig. 14", f"{label}: A rises with knowledge entropy", "similar dynamics for OLMo and Pythia",
+                   "; ".join(t.describe() for _, t in judged), C.over_seeds([v for v, _ in judged]))
+
+
+def table_claims(ours: dict[str, list[dict]], papers: dict[str, list[dict]]) -> list[C.Claim]:
+    """Tables 1-2: App. B.4.2's claims on our table beside the paper's verdict on its own numbers, then per setting
+    whether A moves with the start the way it does in the paper's row."""
+    theirs = {c.statement: c for c in hyperparameter_claims(papers)}
+    out = []
+    for c in hyperparameter_claims(ours):
+        p = theirs.get(c.statement)
+        out.append(C.Claim("Tables 1–2", c.statement, f"{p.ours} ({p.verdict})" if p else "—", c.ours, c.verdict))
+    for s in papers:
+        expected = int(np.sign(C.trend_of([r["step"] for r in papers[s]], [r["A"] for r in papers[s]], -1)[1].rho))
+        out.append(start_trend_claim("Table 1", f"{paper.TABLE_ROWS[s]}: A against the start as in the paper",
+                                     ours[s], "A", expected or -1, papers[s]))
+    return out
+
+
 def entropy_at_starts(plan: Plan, model: str, rows: list[dict], seed: int | None = None) -> list[dict]:
     """`rows` joined with the knowledge entropy (Dolma role) of their starting checkpoint as column "entropy"."""
     entropy = {r["step"]: r["entropy_dolma"] for r in entropy_rows(plan, model, seed)}
@@ -154,7 +207,7 @@ def entropy_correlations(joined: list[dict]) -> dict:
 def correlation_claim(joined_by_seed: dict[int, list[dict]], column: str, expected: int) -> C.Claim:
     """Knowledge entropy of the start against A (expected +) or F (expected −), judged per seed."""
     key = "entropy_vs_acquisition" if column == "A" else "entropy_vs_forgetting"
-    paper_text = f"Pearson r = {paper.CORRELATION[key]:+.2f} (p = {'6e-5' if column == 'A' else '1e-5'})"
+    paper_text = f"Pearson r = {paper.CORRELATION[key]:+.2f} (p = {paper.CORRELATION_P[key]})"
     verdicts, texts = [], []
     for seed, joined in joined_by_seed.items():
         kept = [r for r in joined if r[column] is not None]
@@ -204,8 +257,8 @@ def setup_markdown(plan: Plan) -> str:
             f"{cfg.seq_len} tokens, peak lr {cfg.lr:g} (warmup {cfg.warmup_fraction:.0%} from {cfg.warmup_start:g} × "
             f"lr, cosine to {cfg.lr_floor:g} × lr). An injection every {cfg.interval} updates ({cfg.injections} per "
             f"epoch, the last at update {cfg.steps}): all {len(fk.paraphrase)} paraphrase-set paragraphs, and a group "
-            f"of {' or '.join(map(str, once_sizes))} of the {len(fk.once)} once-set paragraphs. The paper: 1,600 "
-            f"updates of 128 × 1,024 tokens, lr 4e-4, 10 injections, 70 paraphrase and 60 once paragraphs. Probes "
+            f"of {' or '.join(map(str, once_sizes))} of the {len(fk.once)} once-set paragraphs. The paper: "
+            f"{paper.CONTINUAL_RECIPE}. Probes "
             f"are scored with `probe_normalisation = {cfg.probe_normalisation}` "
             f"({'mean log-probability per target token' if cfg.probe_normalisation == 'per_token' else 'the official code: summed NLL / (padded length − 1)'}). "
             f"P averages {len(tasks)} zero-shot multiple-choice tasks scored by lm-evaluation-harness (the paper used "

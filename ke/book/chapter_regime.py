@@ -15,10 +15,10 @@ from ..stats import spearman, spread
 from ..train import Schedule, regime
 from . import claims as C
 from .chapter_entropy import maximum
-from .paper import PAPER_MODELS
+from .paper import FIG2_OLMO1B, PAPER_MODELS
 from .plan import CheckpointRef, Plan, RegimeCell, execute, from_initial_stage
 
-PAPER_DECAY = 100 * (144.0 - 143.6) / maximum({"num_layers": PAPER_MODELS["olmo-1b"].layers,
+PAPER_DECAY = 100 * (FIG2_OLMO1B[0] - FIG2_OLMO1B[1]) / maximum({"num_layers": PAPER_MODELS["olmo-1b"].layers,
                                                 "ffn_dim": PAPER_MODELS["olmo-1b"].ffn_dim})  # Fig. 2: ~0.28%
 
 
@@ -165,7 +165,7 @@ def conclusion(summaries: dict[str, list[dict]]) -> str:
 
     for sweep, cells in summaries.items():
         decays = [named(s) for s in cells if s["verdict"] == C.AGREES]
-        rises = [named(s) for s in cells if s["verdict"].startswith(C.DISAGREES)]
+        rises = [named(s) for s in cells if s["verdict"].word is C.Word.DISAGREES]
         flat = [named(s) for s in cells if named(s) not in decays + rises]
         parts = []
         if decays:

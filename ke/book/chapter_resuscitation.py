@@ -15,7 +15,7 @@ import torch
 from ..entropy import entropy_of
 from ..metrics import acquisition, forgetting
 from ..resuscitate import select_slots
-from . import claims as C
+from . import claims as C, paper
 from .plan import Plan, execute
 
 BASES = {"own step 0": "own", "unmodified θ_PT": "unmodified"}
@@ -233,14 +233,15 @@ def mid_claims(runs: dict[int, dict[float, dict]], originals: dict[int, dict]) -
     higher end K and P."""
     first, second = list(runs)[0], list(runs)[-1]
     qs = sorted(runs[second])
+    thousands = lambda i: paper.CHECKPOINTS_1B[i] // 1000  # the paper's two intermediate checkpoints
     low, high = runs[second][qs[0]], runs[second][qs[-1]]
     return [
-        C.Claim("Fig. 17", f"resuscitation lowers end K and P at step {first} (every q)", "yes (369k)",
+        C.Claim("Fig. 17", f"resuscitation lowers end K and P at step {first} (every q)", f"yes ({thousands(1)}k)",
                 ", ".join(f"q={f:g}: ΔK {gain(r, originals[first], 'K'):+.4f}, "
                           f"ΔP {fmt(gain(r, originals[first], 'P'), '+.1f')}" for f, r in runs[first].items()),
                 C.checks(beats([(r, originals[first]) for r in runs[first].values()], "KP", sign=-1))),
         C.Claim("Fig. 17", f"at step {second}, larger q gives higher end K and P (q={qs[-1]:g} vs q={qs[0]:g})",
-                "yes (554k)", f"K {low['K']:.4f} → {high['K']:.4f}, P {fmt(low['P'])} → {fmt(high['P'])}",
+                f"yes ({thousands(2)}k)", f"K {low['K']:.4f} → {high['K']:.4f}, P {fmt(low['P'])} → {fmt(high['P'])}",
                 C.checks(beats([(high, low)], "KP")))]
 
 

@@ -15,12 +15,40 @@ paper's claims and that a reversed series fails them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from ..stats import Trend, spearman
 
-AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_TESTED = "agrees", "disagrees", "not significant", "not tested"
-PARTLY, SELECTED = "partly", "selected"
 ALPHA = 0.05
+
+
+class Word(str, Enum):
+    """The vocabulary above, in the order the book's badges and counts show it."""
+    AGREES = "agrees"
+    PARTLY = "partly"
+    NOT_SIGNIFICANT = "not significant"
+    DISAGREES = "disagrees"
+    SELECTED = "selected"
+    NOT_TESTED = "not tested"
+
+
+class Verdict(str):
+    """A verdict as data: its word and, for a split verdict, its count ("4 of 6", "2 of 3 seeds"). It is the str of
+    its text ("partly (4 of 6)"), so it prints and serialises as before; code reads `.word`, never the text."""
+    word: Word
+    count: str
+
+    def __new__(cls, word: Word, count: str = ""):
+        self = super().__new__(cls, f"{word.value} ({count})" if count else word.value)
+        self.word, self.count = Word(word), count
+        return self
+
+    def __getnewargs__(self):          # copies (dataclasses.asdict deep-copies fields) rebuild it from its parts
+        return self.word, self.count
+
+
+AGREES, DISAGREES = Verdict(Word.AGREES), Verdict(Word.DISAGREES)
+NOT_SIGNIFICANT, NOT_TESTED, SELECTED = Verdict(Word.NOT_SIGNIFICANT), Verdict(Word.NOT_TESTED), Verdict(Word.SELECTED)
 
 
 @dataclass(frozen=True)
@@ -30,10 +58,10 @@ class Claim:
     statement: str
     paper: str
     ours: str
-    verdict: str
+    verdict: Verdict
 
 
-def trend(t: Trend, expected: int) -> str:
+def trend(t: Trend, expected: int) -> Verdict:
     """Verdict on a claimed monotone trend: expected = -1 (decreases) or +1 (increases)."""
     if t.n < 3:
         return NOT_TESTED
@@ -45,23 +73,23 @@ def trend(t: Trend, expected: int) -> str:
     return NOT_SIGNIFICANT
 
 
-def trend_of(x, y, expected: int) -> tuple[str, Trend]:
+def trend_of(x, y, expected: int) -> tuple[Verdict, Trend]:
     """The verdict and the Spearman trend of y against x."""
     t = spearman(x, y)
     return trend(t, expected), t
 
 
-def checks(flags) -> str:
+def checks(flags) -> Verdict:
     """Verdict on a claim made of several yes/no checks (None = not measurable, left out)."""
     flags = [bool(f) for f in flags if f is not None]
     if not flags:
         return NOT_TESTED
     if all(flags):
         return AGREES
-    return f"partly ({sum(flags)} of {len(flags)})" if any(flags) else DISAGREES
+    return Verdict(Word.PARTLY, f"{sum(flags)} of {len(flags)}") if any(flags) else DISAGREES
 
 
-def over_seeds(verdicts: list[str]) -> str:
+def over_seeds(verdicts: list[Verdict]) -> Verdict:
     """One verdict from the same claim judged on each seed: unanimous verdicts stand; otherwise the share of seeds
     that agree ("partly (k of n seeds)"), or, when none agrees, "disagrees (k of n seeds)" if most seeds disagree,
     else "not significant"."""
@@ -72,8 +100,8 @@ def over_seeds(verdicts: list[str]) -> str:
         return verdicts[0]
     agreeing, disagreeing, n = sum(v == AGREES for v in verdicts), sum(v == DISAGREES for v in verdicts), len(verdicts)
     if agreeing:
-        return f"partly ({agreeing} of {n} seeds)"
-    return f"{DISAGREES} ({disagreeing} of {n} seeds)" if disagreeing > n / 2 else NOT_SIGNIFICANT
+        return Verdict(Word.PARTLY, f"{agreeing} of {n} seeds")
+    return Verdict(Word.DISAGREES, f"{disagreeing} of {n} seeds") if disagreeing > n / 2 else NOT_SIGNIFICANT
 
 
 def markdown(claims: list[Claim], with_figure: bool = True) -> str:
@@ -84,10 +112,9 @@ def markdown(claims: list[Claim], with_figure: bool = True) -> str:
                    f"{emphasise(c.verdict)} |\n" for c in claims)
     counts = {}
     for c in claims:
-        word = c.verdict.split(" (")[0]
-        counts[word] = counts.get(word, 0) + 1
-    return head + rows + "\n" + ", ".join(f"{word}: {n}" for word, n in counts.items()) + "."
+        counts[c.verdict.word] = counts.get(c.verdict.word, 0) + 1
+    return head + rows + "\n" + ", ".join(f"{word.value}: {n}" for word, n in counts.items()) + "."
 
 
-def emphasise(verdict: str) -> str:
-    return f"**{verdict}**" if verdict.startswith(DISAGREES) else verdict
+def emphasise(verdict: Verdict) -> str:
+    return f"**{verdict}**" if verdict.word is Word.DISAGREES else verdict

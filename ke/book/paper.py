@@ -63,6 +63,16 @@ IMPLIED_K_PT = [-0.375, -0.373, -0.372, -0.371]
 IMPLIED_P_PT = [60.3, 62.7, 63.6, 64.6]
 
 CORRELATION = {"entropy_vs_acquisition": 0.94, "entropy_vs_forgetting": -0.96}  # Pearson r (footnote 11)
+CORRELATION_P = {"entropy_vs_acquisition": "6e-5", "entropy_vs_forgetting": "1e-5"}
+
+# Fig. 13: A at the latest start minus A at the earliest (%p), OLMo-1B, per continual corpus.
+FIG13_A_CHANGE = {"pubmed": -6.4, "c4": -3.4}
+
+# Fig. 2: OLMo-1B's knowledge entropy at its first and last checkpoint (nats, read off the axis).
+FIG2_OLMO1B = (144.0, 143.6)
+
+# Section 4's continual-learning recipe (OLMo-1B).
+CONTINUAL_RECIPE = "1,600 updates of 128 × 1,024 tokens, lr 4e-4, 10 injections, 70 paraphrase and 60 once paragraphs"
 
 # Per figure: what the paper shows, in one or two sentences, and the y-range read off its axes.
 FIGURES = {

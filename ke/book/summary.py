@@ -10,15 +10,20 @@ from html import escape
 from pathlib import Path
 
 from ..storage import write_json_atomically, write_text_atomically
-from .claims import AGREES, DISAGREES, NOT_SIGNIFICANT, NOT_TESTED, PARTLY, SELECTED, Claim
+from .claims import Claim, Word
 
 START, END = "<!-- summary:start (written by `make book` from book/summary.json) -->", "<!-- summary:end -->"
 
 
+def entry(claim: Claim) -> dict:
+    """A claim as summary.json keeps it: its fields, the verdict as text, and the verdict's word beside it (read by
+    the tables and badges, so the text is never parsed back)."""
+    return {**dataclasses.asdict(claim), "word": claim.verdict.word.value}
+
+
 def record(plan, chapter: str, claims: list[Claim], facts: dict | None = None) -> None:
     """Keep a chapter's verdicts and key numbers (called at the end of each chapter page)."""
-    data = {"preset": plan.preset, "chapter": chapter, "claims": [dataclasses.asdict(c) for c in claims],
-            "facts": facts or {}}
+    data = {"preset": plan.preset, "chapter": chapter, "claims": [entry(c) for c in claims], "facts": facts or {}}
     write_json_atomically(data, plan.run_dir / "summary" / f"{chapter}.json")
 
 
@@ -36,14 +41,8 @@ def collect(run_dir: Path, chapters: list[str]) -> dict:
     return out
 
 
-VERDICTS = (AGREES, PARTLY, NOT_SIGNIFICANT, DISAGREES, SELECTED, NOT_TESTED)   # the badges' order
 SPREAD = re.compile(r"(?P<value>[-+−]?[\d.]+ ± [\d.]+) \((?P<detail>sd over \d+ seeds; range [^)]*)\)")
 SPEARMAN = re.compile(r"\(Spearman (?P<rho>ρ = [-+−]?[\d.]+), (?P<detail>one-sided p = [^,)]+, n = \d+)\)")
-
-
-def word(verdict: str) -> str:
-    """The verdict's word, without its count: "partly (4 of 6)" -> "partly"."""
-    return verdict.split(" (")[0]
 
 
 def chapters(summary: dict) -> dict:
@@ -54,7 +53,7 @@ def chapters(summary: dict) -> dict:
 def counts(claims: list[dict]) -> str:
     tally = {}
     for c in claims:
-        tally[word(c["verdict"])] = tally.get(word(c["verdict"]), 0) + 1
+        tally[c["word"]] = tally.get(c["word"], 0) + 1
     return ", ".join(f"{n} {w}" for w, n in sorted(tally.items(), key=lambda x: -x[1]))
 
 
@@ -74,10 +73,11 @@ def short(text: str, html: bool = True) -> str:
     return SPEARMAN.sub(lambda m: "(" + tip(m["rho"], m["detail"]) + ")", text)
 
 
-def badge(verdict: str, href: str | None) -> str:
-    """A verdict as a coloured badge (book/_static/tables.css) that links to where the claim is shown."""
-    css = "verdict verdict-" + word(verdict).replace(" ", "-")
-    inner = escape(verdict)
+def badge(text: str, word: str, href: str | None) -> str:
+    """A verdict (its text, coloured by its word: book/_static/tables.css) as a badge that links to where the claim
+    is shown."""
+    css = "verdict verdict-" + word.replace(" ", "-")
+    inner = escape(text)
     return f'<a class="{css}" href="{href}">{inner}</a>' if href else f'<span class="{css}">{inner}</span>'
 
 
@@ -119,10 +119,9 @@ def validity_markdown(v: dict) -> str:
 def counts_table(summary: dict, html: bool = False) -> str:
     """Verdicts per chapter: one row per chapter, one column per verdict word that occurs."""
     chaps = chapters(summary)
-    tallies = {name: [word(c["verdict"]) for c in data["claims"]] for name, data in chaps.items()}
-    words = [w for w in VERDICTS if any(w in t for t in tallies.values())]
-    words += sorted({w for t in tallies.values() for w in t} - set(words))
-    head = [badge(w, None) if html else w for w in words]
+    tallies = {name: [c["word"] for c in data["claims"]] for name, data in chaps.items()}
+    words = [w.value for w in Word if any(w.value in t for t in tallies.values())]
+    head = [badge(w, w, None) if html else w for w in words]
     lines = ["| chapter | " + " | ".join(head) + " | claims |", "|---" * (len(words) + 2) + "|"]
     for name, data in chaps.items():
         lines.append(f"| {_cell(data['facts'].get('title', name))} | "
@@ -143,7 +142,7 @@ def claims_table(summary: dict, anchors: set[str] | None = None) -> str:
                          None)
             href = f"{name}.html" + (f"#{label}" if label else "")
             lines.append(f"| {_cell(c['figure'])} | {_cell(c['statement'])} | {_cell(short(c['paper']))} | "
-                         f"{_cell(short(c['ours']))} | {badge(c['verdict'], href)} |")
+                         f"{_cell(short(c['ours']))} | {badge(c['verdict'], c['word'], href)} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -200,10 +199,10 @@ def figure_list(summary: dict, folder: Path) -> str:
             if not found:
                 continue
             href = f"{name}.html#{found['label']}"
-            verdicts = [c["verdict"] for c in data["claims"] if anchor(name, c["figure"]) == found["label"]]
+            shown = [c for c in data["claims"] if anchor(name, c["figure"]) == found["label"]]
             lines.append(f'| <a href="{href}">{escape(found["heading"].replace("$", ""))}</a> | '
                          f"{_cell(data['facts'].get('title', name))} | "
-                         + (" ".join(badge(v, href) for v in verdicts) or "no claim checked") + " |")
+                         + (" ".join(badge(c["verdict"], c["word"], href) for c in shown) or "no claim checked") + " |")
     return "\n".join(lines) if len(lines) > 2 else "No chapter shows a figure yet."
 
 
