@@ -1,6 +1,6 @@
-"""ke.book.presets and ke.book.plan: a preset read into typed sections (bad keys are one-sentence errors), resolved
-once into planned items, executed and read back by the chapters. A tiny preset whose model is a local run folder
-(step0/, step10/) of tiny random OLMo models."""
+"""ke.book.presets, ke.book.plan (with its items, description and execution): a preset read into typed sections
+(bad keys are one-sentence errors), resolved once into planned items, executed and read back by the chapters. A tiny
+preset whose model is a local run folder (step0/, step10/) of tiny random OLMo models."""
 from __future__ import annotations
 
 import json
@@ -17,8 +17,11 @@ from conftest import WORDS, make_texts, save_tiny_model
 from ke.book import chapter_continual as cc
 from ke.book import chapter_resuscitation as cr
 from ke.book.chapter_entropy import coefficients, maximum
+from ke.book.describe import describe
+from ke.book.execute import execute
+from ke.book.items import ContinualRun
 from ke.book.paper import PAPER_MODELS
-from ke.book.plan import ContinualRun, describe, execute, from_initial_stage, make_plan
+from ke.book.plan import from_initial_stage, make_plan
 from ke.book.presets import load_preset, project_root
 from ke.entropy import EntropySettings, load_coefficients, measure
 from ke.downstream import write_local_task

@@ -11,7 +11,8 @@ from ..stats import correlation
 from . import claims as C
 from . import paper
 from .chapter_entropy import role_markdown, rows as entropy_rows
-from .plan import ContinualRun, Plan, execute
+from .execute import execute
+from .items import ContinualRun, Plan
 
 KINDS = ("memorization", "semantic", "composition")
 

@@ -16,7 +16,8 @@ from ..entropy import entropy_of
 from ..metrics import acquisition, forgetting
 from ..resuscitate import select_slots
 from . import claims as C
-from .plan import Plan, execute
+from .execute import execute
+from .items import Plan
 
 BASES = {"own step 0": "own", "unmodified θ_PT": "unmodified"}
 
