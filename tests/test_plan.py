@@ -145,6 +145,41 @@ def test_plan_lists_the_runs_the_chapters_read(tiny):
         plan.checkpoint("olmo", 5)
 
 
+def test_run_ids_keep_the_folder_names_and_find_every_planned_item():
+    """RunId and ResuscitationVariant form each name once: the names (cached artifacts are keyed by them) equal the
+    old rule's strings, formed here from the items' numbers, and the plan finds every item again by its parts."""
+    plan = make_plan(load_preset("smoke", project_root()))
+    names = set()
+    for run in plan.continual:
+        ref, t = run.checkpoint, run.config.attention_temperature
+        old_tag = (f"resuscitated-p{run.start.variant.ratio:g}-q{run.start.variant.factor:g}" if run.start
+                   else f"temperature{t:g}" if t != 1 else None)
+        old_name = "-".join([run.id.setting, run.id.corpus] + ([old_tag] if old_tag else []))
+        assert run.id.name == run.name == old_name and run.tag == run.id.intervention == old_tag
+        assert str(run.out_dir).endswith("/" + run.id.name)
+        assert run.out_dir == plan.run_dir / "continual" / f"{ref.model}/seed{ref.seed}/step{ref.step}" / old_name
+        assert plan.run(ref.model, ref.step, seed=ref.seed, setting=run.setting, corpus=run.corpus,
+                        tag=run.tag) is run
+        names.add(old_name)
+    assert {"baseline-pubmed", "baseline-c4", "lr_x2.5-pubmed", "baseline-pubmed-resuscitated-p0.5-q2",
+            "baseline-pubmed-resuscitated-p0.9-q1", "baseline-pubmed-temperature1.5",
+            "baseline-pubmed-temperature3"} <= names
+    assert len(plan.resuscitations) == 8
+    for res in plan.resuscitations:
+        ref, p, q = res.checkpoint, res.variant.ratio, res.variant.factor
+        assert res.tag == f"{ref.model}/seed{ref.seed}/step{ref.step}/resuscitated-p{p:g}-q{q:g}"
+        assert res.out_dir == plan.run_dir / "resuscitated" / ref.tag / f"p{p:g}-q{q:g}"
+        assert plan.resuscitated(ref.model, ref.step, p, q) is res
+        assert plan.run(ref.model, ref.step, tag=res.variant.tag).start is res
+    for m in plan.measurements:
+        assert m.out_dir == plan.run_dir / "entropy" / m.checkpoint.tag / m.corpus
+        assert plan.measurement(m.checkpoint, m.corpus) is m
+    assert {m.corpus for m in plan.measurements} == {"dolma", "dolma_count_padding", "dolma_skip_first", "pubmed",
+                                                     "c4"}
+    with pytest.raises(UserError, match="no item"):
+        plan.resuscitated("olmo", 40, 0.5, 7)
+
+
 def test_resuscitation_grid_defaults_and_errors(tmp_path):
     run = tmp_path / "run"
     for s in range(0, 1001, 100):

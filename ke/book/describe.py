@@ -84,7 +84,7 @@ def describe(plan: Plan) -> str:
                             **({"start": r.start.tag} if r.start else {}),
                             **({"attention_temperature": r.config.attention_temperature}
                                if r.config.attention_temperature != 1 else {})} for r in plan.continual],
-        "resuscitated_checkpoints": [{"checkpoint": r.checkpoint.tag, "ratio": r.ratio, "factor": r.factor,
+        "resuscitated_checkpoints": [{"checkpoint": r.checkpoint.tag, "ratio": r.variant.ratio, "factor": r.variant.factor,
                                       "coefficients": str(r.coefficients)} for r in plan.resuscitations],
         "regime_cells": [{"sweep": c.sweep, "cell": c.cell, "seeds": sorted(c.runs), "steps": c.config.steps,
                           "weight_decay": c.config.weight_decay, "hidden_size": c.config.hidden_size,

@@ -25,7 +25,7 @@ def execute(item: Item, progress: bool = False):
     if isinstance(item, Resuscitation):
         from ..resuscitate import resuscitate_checkpoint
         path, revision = item.checkpoint.locate()
-        return resuscitate_checkpoint(path, item.coefficients, item.ratio, item.factor, item.out_dir,
+        return resuscitate_checkpoint(path, item.coefficients, item.variant.ratio, item.variant.factor, item.out_dir,
                                       revision=revision, dtype=item.dtype)
     if isinstance(item, ContinualRun):
         return _continual(item, progress)

@@ -19,6 +19,39 @@ from ..miniature.world import WorldConfig
 # ----------------------------------------------------------------------------------------------- items
 
 @dataclass(frozen=True)
+class ResuscitationVariant:
+    """Algorithm 1's ratio p and factor q: the resuscitated checkpoint's folder name and its tag in run names."""
+    ratio: float
+    factor: float
+
+    @property
+    def name(self) -> str:
+        return f"p{self.ratio:g}-q{self.factor:g}"
+
+    @property
+    def tag(self) -> str:
+        return f"resuscitated-{self.name}"
+
+
+def temperature_tag(temperature: float) -> str:
+    """The tag of a continual run with this attention temperature."""
+    return f"temperature{temperature:g}"
+
+
+@dataclass(frozen=True)
+class RunId:
+    """Which continual run of a checkpoint: a setting, a corpus role (pubmed, c4) and an intervention's tag
+    (ResuscitationVariant.tag, temperature_tag) or none; `name` is the run's folder."""
+    setting: str
+    corpus: str
+    intervention: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "-".join([self.setting, self.corpus] + ([self.intervention] if self.intervention else []))
+
+
+@dataclass(frozen=True)
 class CheckpointRef:
     """One checkpoint: step `step` of the run at `source` (a zoo run folder, a local run folder or a hub id)."""
     model: str
@@ -88,13 +121,12 @@ class Resuscitation:
     """A checkpoint after Algorithm 1 with ratio p and factor q, C-bar from `coefficients` (a Measurement)."""
     checkpoint: CheckpointRef
     coefficients: Path
-    ratio: float
-    factor: float
+    variant: ResuscitationVariant
     out_dir: Path
 
     @property
     def tag(self) -> str:
-        return f"{self.checkpoint.tag}/resuscitated-p{self.ratio:g}-q{self.factor:g}"
+        return f"{self.checkpoint.tag}/{self.variant.tag}"
 
     @property
     def dtype(self) -> str:
@@ -108,19 +140,29 @@ class Resuscitation:
 class ContinualRun:
     """Continual knowledge learning from a checkpoint (or its resuscitated copy) on one corpus."""
     checkpoint: CheckpointRef
-    setting: str
-    corpus: str                 # role: pubmed, c4
+    id: RunId
     corpus_data: str
     knowledge: str
     tasks: TaskSet | None
     config: ContinualConfig
     out_dir: Path
     start: Resuscitation | None = None
-    tag: str | None = None      # the intervention: resuscitated-p..-q.., temperature..
+
+    @property
+    def setting(self) -> str:
+        return self.id.setting
+
+    @property
+    def corpus(self) -> str:
+        return self.id.corpus
+
+    @property
+    def tag(self) -> str | None:
+        return self.id.intervention
 
     @property
     def name(self) -> str:
-        return "-".join([self.setting, self.corpus] + ([self.tag] if self.tag else []))
+        return self.id.name
 
 
 @dataclass(frozen=True)
@@ -196,9 +238,9 @@ class Plan:
         for f in self.fact_checks:
             index[("facts", f.checkpoint.tag)] = f
         for r in self.resuscitations:
-            index[("resuscitation", r.tag)] = r
+            index[("resuscitation", r.checkpoint.tag, r.variant)] = r
         for c in self.continual:
-            index[("continual", c.checkpoint.tag, c.name)] = c
+            index[("continual", c.checkpoint.tag, c.id)] = c
         for e in self.perplexities:
             index[("perplexity", e.corpus)] = e
         return index
@@ -224,8 +266,7 @@ class Plan:
 
     def run(self, model: str, step: int, *, seed: int | None = None, setting: str = "baseline",
             corpus: str = "pubmed", tag: str | None = None) -> ContinualRun:
-        ref = self.checkpoint(model, step, seed)
-        return self.lookup("continual", ref.tag, "-".join([setting, corpus] + ([tag] if tag else [])))
+        return self.lookup("continual", self.checkpoint(model, step, seed).tag, RunId(setting, corpus, tag))
 
     def resuscitated(self, model: str, step: int, ratio: float, factor: float) -> Resuscitation:
-        return self.lookup("resuscitation", f"{self.checkpoint(model, step).tag}/resuscitated-p{ratio:g}-q{factor:g}")
+        return self.lookup("resuscitation", self.checkpoint(model, step).tag, ResuscitationVariant(ratio, factor))

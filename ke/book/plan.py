@@ -23,7 +23,7 @@ from ..entropy import EntropySettings
 from ..errors import UserError
 from ..miniature.world import TASKS, task_set
 from .items import (CheckpointRef, ContinualRun, EntityPerplexity, FactCheck, Measurement, Plan, PretrainRun,
-                    RegimeCell, Resuscitation, WorldBuild)
+                    RegimeCell, Resuscitation, ResuscitationVariant, RunId, WorldBuild, temperature_tag)
 from .presets import ModelSpec, Preset
 
 ENTROPY_VARIANTS = ("count_padding",)  # extra measurements of the Dolma role: the official code's padding
@@ -111,7 +111,7 @@ def _plan_measurements(preset: Preset, plan: Plan) -> None:
         bootstrap = preset.regime.bootstrap if regime else e.bootstrap
         # the first seed on every corpus and variant; the others on the pretraining sample (what the seeds decide)
         first = seed == plan.seeds(model)[0]
-        roles = None if first and e.extras else ["dolma", *(["dolma_skip_first"] if regime else [])]
+        roles = None if first and e.extras else [("dolma", None), *([("dolma", "skip_first")] if regime else [])]
         for ref in refs:
             plan.measurements += _measurements_of(preset, ref, roles, bootstrap, full=first and e.extras)
             if preset.world is not None:
@@ -120,21 +120,24 @@ def _plan_measurements(preset: Preset, plan: Plan) -> None:
                                                   preset.run_dir / "tasks" / ref.tag / "tasks.json"))
 
 
-def _measurements_of(preset: Preset, ref: CheckpointRef | Resuscitation, roles: list[str] | None = None,
-                     bootstrap: int = 0, full: bool = True) -> list[Measurement]:
+def _measurements_of(preset: Preset, ref: CheckpointRef | Resuscitation,
+                     roles: list[tuple[str, str | None]] | None = None, bootstrap: int = 0,
+                     full: bool = True) -> list[Measurement]:
     """Entropy on each corpus; on the Dolma role (with `full`) also attention, next-token and ReLU-variant entropy
     (the costly part: eager attention weights and every position's logits), with `bootstrap` intervals over
     documents and the variant without each document's first position; and the official code's padding-counting
-    variant."""
+    variant. `roles` are (corpus, variant) pairs; a measurement's role is the corpus, or corpus_variant."""
     e = preset.entropy
-    roles = roles or [*e.corpora, *(f"dolma_{v}" for v in ENTROPY_VARIANTS), *(["dolma_skip_first"] if bootstrap else [])]
+    roles = roles or [*((c, None) for c in e.corpora), *(("dolma", v) for v in ENTROPY_VARIANTS),
+                      *([("dolma", "skip_first")] if bootstrap else [])]
     out = []
-    for role in roles:
+    for corpus, variant in roles:
+        role = f"{corpus}_{variant}" if variant else corpus
         main = role == "dolma"
         settings = EntropySettings(seq_len=e.seq_len, batch_size=e.batch_size, attention=main and full,
-                                   ntp=main and full, relu=main and full, count_padding=role == "dolma_count_padding",
-                                   skip_first=role == "dolma_skip_first", per_document=main and bootstrap > 0)
-        data = preset.resolve(e.corpora[role.split("_")[0]])
+                                   ntp=main and full, relu=main and full, count_padding=variant == "count_padding",
+                                   skip_first=variant == "skip_first", per_document=main and bootstrap > 0)
+        data = preset.resolve(e.corpora[corpus])
         out.append(Measurement(ref, role, data, settings, e.max_docs, e.device,
                                preset.run_dir / "entropy" / ref.tag / role, bootstrap if main else 0))
     return out
@@ -148,16 +151,15 @@ def _config(preset: Preset, setting: str) -> ContinualConfig:
 
 
 def _continual_run(preset: Preset, ref: CheckpointRef, setting: str = "baseline", corpus: str = "pubmed",
-                   start: Resuscitation | None = None, tag: str | None = None,
-                   temperature: float | None = None) -> ContinualRun:
+                   start: Resuscitation | None = None, temperature: float | None = None) -> ContinualRun:
     c = preset.continual
     config = _config(preset, setting)
     if temperature is not None:
         config = replace(config, attention_temperature=temperature)
-    name = "-".join([setting, corpus] + ([tag] if tag else []))
-    return ContinualRun(ref, setting, corpus, preset.resolve(c.corpora[corpus]), preset.resolve(c.knowledge),
-                        _tasks(preset), config,
-                        preset.run_dir / "continual" / ref.tag / name, start, tag)
+    run_id = RunId(setting, corpus, start.variant.tag if start else
+                   temperature_tag(temperature) if temperature is not None else None)
+    return ContinualRun(ref, run_id, preset.resolve(c.corpora[corpus]), preset.resolve(c.knowledge), _tasks(preset),
+                        config, preset.run_dir / "continual" / ref.tag / run_id.name, start)
 
 
 def _tasks(preset: Preset) -> TaskSet | None:
@@ -250,14 +252,14 @@ def _plan_resuscitation(preset: Preset, plan: Plan) -> None:
     for step, ratio, factor in sorted(recipes):
         ref = plan.checkpoint(key, step)
         coefficients = next(m.out_dir for m in plan.measurements if m.checkpoint == ref and m.corpus == "dolma")
-        res = Resuscitation(ref, coefficients, ratio, factor,
-                            preset.run_dir / "resuscitated" / ref.tag / f"p{ratio:g}-q{factor:g}")
+        variant = ResuscitationVariant(ratio, factor)
+        res = Resuscitation(ref, coefficients, variant, preset.run_dir / "resuscitated" / ref.tag / variant.name)
         plan.resuscitations.append(res)
-        _add_run(plan, _continual_run(preset, ref, start=res, tag=f"resuscitated-p{ratio:g}-q{factor:g}"))
+        _add_run(plan, _continual_run(preset, ref, start=res))
         if step == final and ratio == r.ratio:  # Figs. 1 and 5 show these entropies
             plan.measurements += [m for m in _measurements_of(preset, res) if m.corpus == "dolma"]
     for t in r.temperatures:
-        _add_run(plan, _continual_run(preset, plan.checkpoint(key, final), tag=f"temperature{t:g}", temperature=t))
+        _add_run(plan, _continual_run(preset, plan.checkpoint(key, final), temperature=t))
 
 
 def _cell_name(overrides: dict) -> str:
@@ -292,7 +294,7 @@ def _plan_regime(preset: Preset, plan: Plan) -> None:
                                                         preset.tokenizer_dir, out))
                     refs = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
                     for ref in refs:
-                        plan.measurements += _measurements_of(preset, ref, ["dolma", "dolma_skip_first"], g.bootstrap,
-                                                              full=False)
+                        plan.measurements += _measurements_of(preset, ref, [("dolma", None), ("dolma", "skip_first")],
+                                                              g.bootstrap, full=False)
                 runs[seed] = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
             plan.regime.append(RegimeCell(sweep, _cell_name(overrides), config, runs))
