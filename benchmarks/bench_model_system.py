@@ -23,7 +23,8 @@ from pathlib import Path
 
 
 def setup():
-    from ke.book.plan import execute, make_plan
+    from ke.book.execute import execute
+    from ke.book.plan import make_plan
     from ke.book.presets import load_preset
     plan = make_plan(load_preset("default"))
     execute(plan.world)

@@ -29,7 +29,8 @@ def one_run(preset_name: str, seed: int, steps: int, out: str, threads: int) -> 
     """The preset's baseline run from the primary model's final checkpoint, shortened to `steps`, into `out`."""
     import torch
 
-    from ke.book.plan import execute, make_plan
+    from ke.book.execute import execute
+    from ke.book.plan import make_plan
     from ke.book.presets import load_preset
 
     torch.set_num_threads(threads)

@@ -371,7 +371,8 @@ def add_plan(subparsers):
 
 
 def run_plan_command(args):
-    from .book.plan import describe, make_plan
+    from .book.describe import describe
+    from .book.plan import make_plan
     from .book.presets import load_preset
     print(describe(make_plan(load_preset(args.preset))))
 

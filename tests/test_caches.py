@@ -132,7 +132,7 @@ def test_damaged_or_deleted_measurement_files_are_measured_again(tiny_models, tm
 
 
 def test_book_measurement_vouches_for_its_per_document_file_and_bootstrap(tiny_models, tmp_path, capsys):
-    from ke.book.plan import _measure
+    from ke.book.execute import _measure
 
     data, out, source = tmp_path / "docs.txt", tmp_path / "m", str(tiny_models("olmo"))
     data.write_text("\n".join(DOCS))

@@ -1,6 +1,6 @@
-"""ke.book.presets and ke.book.plan: a preset read into typed sections (bad keys are one-sentence errors), resolved
-once into planned items, executed and read back by the chapters. A tiny preset whose model is a local run folder
-(step0/, step10/) of tiny random OLMo models."""
+"""ke.book.presets, ke.book.plan (with its items, description and execution): a preset read into typed sections
+(bad keys are one-sentence errors), resolved once into planned items, executed and read back by the chapters. A tiny
+preset whose model is a local run folder (step0/, step10/) of tiny random OLMo models."""
 from __future__ import annotations
 
 import json
@@ -17,8 +17,11 @@ from conftest import WORDS, make_texts, save_tiny_model
 from ke.book import chapter_continual as cc
 from ke.book import chapter_resuscitation as cr
 from ke.book.chapter_entropy import coefficients, maximum
+from ke.book.describe import describe
+from ke.book.execute import execute
+from ke.book.items import ContinualRun
 from ke.book.paper import PAPER_MODELS
-from ke.book.plan import ContinualRun, describe, execute, from_initial_stage, make_plan
+from ke.book.plan import from_initial_stage, make_plan
 from ke.book.presets import load_preset, project_root
 from ke.entropy import EntropySettings, load_coefficients, measure
 from ke.downstream import write_local_task
@@ -140,6 +143,41 @@ def test_plan_lists_the_runs_the_chapters_read(tiny):
         plan.run("olmo", 10, setting="nope")
     with pytest.raises(UserError, match="no checkpoint at step 5"):
         plan.checkpoint("olmo", 5)
+
+
+def test_run_ids_keep_the_folder_names_and_find_every_planned_item():
+    """RunId and ResuscitationVariant form each name once: the names (cached artifacts are keyed by them) equal the
+    old rule's strings, formed here from the items' numbers, and the plan finds every item again by its parts."""
+    plan = make_plan(load_preset("smoke", project_root()))
+    names = set()
+    for run in plan.continual:
+        ref, t = run.checkpoint, run.config.attention_temperature
+        old_tag = (f"resuscitated-p{run.start.variant.ratio:g}-q{run.start.variant.factor:g}" if run.start
+                   else f"temperature{t:g}" if t != 1 else None)
+        old_name = "-".join([run.id.setting, run.id.corpus] + ([old_tag] if old_tag else []))
+        assert run.id.name == run.name == old_name and run.tag == run.id.intervention == old_tag
+        assert str(run.out_dir).endswith("/" + run.id.name)
+        assert run.out_dir == plan.run_dir / "continual" / f"{ref.model}/seed{ref.seed}/step{ref.step}" / old_name
+        assert plan.run(ref.model, ref.step, seed=ref.seed, setting=run.setting, corpus=run.corpus,
+                        tag=run.tag) is run
+        names.add(old_name)
+    assert {"baseline-pubmed", "baseline-c4", "lr_x2.5-pubmed", "baseline-pubmed-resuscitated-p0.5-q2",
+            "baseline-pubmed-resuscitated-p0.9-q1", "baseline-pubmed-temperature1.5",
+            "baseline-pubmed-temperature3"} <= names
+    assert len(plan.resuscitations) == 8
+    for res in plan.resuscitations:
+        ref, p, q = res.checkpoint, res.variant.ratio, res.variant.factor
+        assert res.tag == f"{ref.model}/seed{ref.seed}/step{ref.step}/resuscitated-p{p:g}-q{q:g}"
+        assert res.out_dir == plan.run_dir / "resuscitated" / ref.tag / f"p{p:g}-q{q:g}"
+        assert plan.resuscitated(ref.model, ref.step, p, q) is res
+        assert plan.run(ref.model, ref.step, tag=res.variant.tag).start is res
+    for m in plan.measurements:
+        assert m.out_dir == plan.run_dir / "entropy" / m.checkpoint.tag / m.corpus
+        assert plan.measurement(m.checkpoint, m.corpus) is m
+    assert {m.corpus for m in plan.measurements} == {"dolma", "dolma_count_padding", "dolma_skip_first", "pubmed",
+                                                     "c4"}
+    with pytest.raises(UserError, match="no item"):
+        plan.resuscitated("olmo", 40, 0.5, 7)
 
 
 def test_resuscitation_grid_defaults_and_errors(tmp_path):

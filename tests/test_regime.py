@@ -12,7 +12,8 @@ import yaml
 
 from ke.book import chapter_regime as R
 from ke.book import claims as C
-from ke.book.plan import execute, make_plan
+from ke.book.execute import execute
+from ke.book.plan import make_plan
 from ke.book.presets import load_preset, project_root
 from ke.entropy import bootstrap_entropy, entropy_of
 from ke.errors import UserError

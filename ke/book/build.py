@@ -23,7 +23,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import Interrupted, UserError
-from .plan import ENTROPY_VARIANTS, Plan, execute, make_plan
+from .execute import execute
+from .items import Plan
+from .plan import ENTROPY_VARIANTS, make_plan
 from .presets import load_preset
 
 CHECKPOINT_TEMPLATE = "book/checkpoint.ipynb"  # executed once per analysed checkpoint (first seed of each model)

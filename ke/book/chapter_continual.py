@@ -11,7 +11,8 @@ from ..stats import correlation
 from . import claims as C
 from . import paper
 from .chapter_entropy import role_markdown, rows as entropy_rows
-from .plan import ContinualRun, Plan, execute
+from .execute import execute
+from .items import ContinualRun, Plan, RunId
 
 KINDS = ("memorization", "semantic", "composition")
 
@@ -41,7 +42,7 @@ def curve(plan: Plan, model: str, *, seed: int | None = None, setting: str = "ba
 def curves_by_seed(plan: Plan, model: str, **kwargs) -> dict[int, list[dict]]:
     """curve() for every seed that has continual runs."""
     return {seed: curve(plan, model, seed=seed, **kwargs) for seed in plan.seeds(model)
-            if all(("continual", plan.checkpoint(model, s, seed).tag, "baseline-pubmed") in plan._index
+            if all(("continual", plan.checkpoint(model, s, seed).tag, RunId("baseline", "pubmed")) in plan._index
                    for s in plan.starts.get(model, []))}
 
 

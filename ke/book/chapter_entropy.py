@@ -8,8 +8,10 @@ import math
 
 from ..entropy import load_coefficients
 from . import claims as C
+from .execute import execute
+from .items import Plan
 from .paper import FIGURES
-from .plan import Plan, execute, from_initial_stage
+from .plan import from_initial_stage
 
 
 def rows(plan: Plan, model: str, seed: int | None = None) -> list[dict]:

@@ -3,7 +3,7 @@ numbers, and the regime study's runs read back as curves, drops with intervals, 
 
 Two numbers place a pretraining run (or a checkpoint of it): tokens per non-embedding parameter, and the
 weight-decay e-folds S = sum over updates of lr_t x weight_decay (ke.train.regime). The study changes one factor
-of the base model at a time (ke.book.plan: RegimeCell) and asks whether knowledge entropy still decays.
+of the base model at a time (ke.book.items: RegimeCell) and asks whether knowledge entropy still decays.
 """
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from ..stats import spearman, spread
 from ..train import Schedule, regime
 from . import claims as C
 from .chapter_entropy import maximum
+from .execute import execute
+from .items import CheckpointRef, Plan, RegimeCell
 from .paper import FIG2_OLMO1B, PAPER_MODELS
-from .plan import CheckpointRef, Plan, RegimeCell, execute, from_initial_stage
+from .plan import from_initial_stage
 
 PAPER_DECAY = 100 * (FIG2_OLMO1B[0] - FIG2_OLMO1B[1]) / maximum({"num_layers": PAPER_MODELS["olmo-1b"].layers,
                                                 "ffn_dim": PAPER_MODELS["olmo-1b"].ffn_dim})  # Fig. 2: ~0.28%

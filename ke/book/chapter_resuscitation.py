@@ -16,7 +16,8 @@ from ..entropy import entropy_of
 from ..metrics import acquisition, forgetting
 from ..resuscitate import select_slots
 from . import claims as C, paper
-from .plan import Plan, execute
+from .execute import execute
+from .items import Plan, ResuscitationVariant, temperature_tag
 
 BASES = {"own step 0": "own", "unmodified θ_PT": "unmodified"}
 
@@ -52,11 +53,11 @@ class Runs:
         return outcome(execute(self.plan.run(self.model, step)))
 
     def ffn(self, step: int, ratio: float, factor: float) -> dict:
-        tag = f"resuscitated-p{ratio:g}-q{factor:g}"
+        tag = ResuscitationVariant(ratio, factor).tag
         return outcome(execute(self.plan.run(self.model, step, tag=tag)), execute(self.plan.run(self.model, step)))
 
     def temperature(self, step: int, t: float) -> dict:
-        return outcome(execute(self.plan.run(self.model, step, tag=f"temperature{t:g}")),
+        return outcome(execute(self.plan.run(self.model, step, tag=temperature_tag(t))),
                        execute(self.plan.run(self.model, step)))
 
     def entropy(self, step: int, ratio: float, factor: float) -> float:

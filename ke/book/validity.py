@@ -11,7 +11,9 @@ from __future__ import annotations
 import statistics
 
 from ..entropy import entropy_change, load_per_document
-from .plan import INITIAL_STAGE, Plan, execute
+from .execute import execute
+from .items import Plan
+from .plan import INITIAL_STAGE
 
 MIN_ACCURACY = 0.60    # criterion (a); chance is 1 / task_choices (25%)
 CRITERIA = {
