@@ -17,7 +17,8 @@ from .presets import load_preset
 
 def run_pilots(files: list[str], out: Path, jobs: int = 2, progress: bool = True) -> dict:
     """Compute every family's plan stage by stage (all families' pretraining side by side, then all measurements,
-    ...), then write one row per family to `out` (rows of families computed earlier and not given are kept)."""
+    ...), then write one row per family, with its provenance, to `out` (rows of families computed earlier and not
+    given are kept)."""
     presets = [load_preset(f) for f in files]
     plans = [make_plan(p) for p in presets]
     stages = [[] for _ in STAGES]
@@ -26,10 +27,10 @@ def run_pilots(files: list[str], out: Path, jobs: int = 2, progress: bool = True
             joined += [i for i in items if i not in joined]   # the shared world once
     compute_stages(stages, jobs, progress, "pilots")
     table = json.loads(out.read_text()) if out.exists() else {"criteria": validity.CRITERIA, "families": {}}
+    made = provenance()                                       # per row: families may be computed in separate runs
     for preset, plan in zip(presets, plans):
-        table["families"][preset.primary] = family_row(preset, plan)
+        table["families"][preset.primary] = {**family_row(preset, plan), "provenance": made}
     table["criteria"] = validity.CRITERIA
-    table["provenance"] = provenance()
     write_json_atomically(table, out)
     return table
 
