@@ -155,11 +155,11 @@ def test_run_ids_keep_the_folder_names_and_find_every_planned_item():
         old_tag = (f"resuscitated-p{run.start.variant.ratio:g}-q{run.start.variant.factor:g}" if run.start
                    else f"temperature{t:g}" if t != 1 else None)
         old_name = "-".join([run.id.setting, run.id.corpus] + ([old_tag] if old_tag else []))
-        assert run.id.name == run.name == old_name and run.tag == run.id.intervention == old_tag
+        assert run.id.name == run.name == old_name and run.intervention == run.id.intervention == old_tag
         assert str(run.out_dir).endswith("/" + run.id.name)
         assert run.out_dir == plan.run_dir / "continual" / f"{ref.model}/seed{ref.seed}/step{ref.step}" / old_name
         assert plan.run(ref.model, ref.step, seed=ref.seed, setting=run.setting, corpus=run.corpus,
-                        tag=run.tag) is run
+                        intervention=run.intervention) is run
         names.add(old_name)
     assert {"baseline-pubmed", "baseline-c4", "lr_x2.5-pubmed", "baseline-pubmed-resuscitated-p0.5-q2",
             "baseline-pubmed-resuscitated-p0.9-q1", "baseline-pubmed-temperature1.5",
@@ -170,10 +170,12 @@ def test_run_ids_keep_the_folder_names_and_find_every_planned_item():
         assert res.tag == f"{ref.model}/seed{ref.seed}/step{ref.step}/resuscitated-p{p:g}-q{q:g}"
         assert res.out_dir == plan.run_dir / "resuscitated" / ref.tag / f"p{p:g}-q{q:g}"
         assert plan.resuscitated(ref.model, ref.step, p, q) is res
-        assert plan.run(ref.model, ref.step, tag=res.variant.tag).start is res
+        assert plan.run(ref.model, ref.step, intervention=res.variant.tag).start is res
     for m in plan.measurements:
         assert m.out_dir == plan.run_dir / "entropy" / m.checkpoint.tag / m.corpus
         assert plan.measurement(m.checkpoint, m.corpus) is m
+        if m.corpus == "dolma_skip_first":      # a variant is found by its parts, never by a rebuilt string
+            assert plan.measurement(m.checkpoint, "dolma", "skip_first") is m
     assert {m.corpus for m in plan.measurements} == {"dolma", "dolma_count_padding", "dolma_skip_first", "pubmed",
                                                      "c4"}
     with pytest.raises(UserError, match="no item"):

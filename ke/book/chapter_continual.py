@@ -248,7 +248,7 @@ def setup_markdown(plan: Plan) -> str:
     """The configuration this preset runs, the settings of Tables 1-2 and the corpora of the two roles."""
     from ..knowledge import injection_schedule, load_fictional_knowledge
 
-    base = next(r for r in plan.continual if r.setting == "baseline" and r.tag is None)
+    base = next(r for r in plan.continual if r.setting == "baseline" and r.intervention is None)
     cfg, fk = base.config, load_fictional_knowledge(base.knowledge)
     schedule = injection_schedule(fk, cfg.injections)
     once_sizes = sorted({len(group) - len(fk.paraphrase) for group in schedule.values()})

@@ -90,9 +90,7 @@ def figure2_claim(plan: Plan, preset, model: str) -> C.Claim:
     cannot test the claim: an agreeing verdict is reported as "selected"."""
     claim = seed_trend_claim("Fig. 2", plan.labels[model], {s: rows(plan, model, s) for s in plan.seeds(model)},
                              "entropy_dolma")
-    if preset.models[model].selected and claim.verdict == C.AGREES:
-        return dataclasses.replace(claim, verdict=C.SELECTED)
-    return claim
+    return dataclasses.replace(claim, verdict=C.selected(claim.verdict, preset.models[model].selected))
 
 
 def selection_note(preset, models: list[str]) -> str:

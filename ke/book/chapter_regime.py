@@ -75,7 +75,7 @@ def run_rows(plan: Plan, refs: list[CheckpointRef]) -> list[dict]:
     final = refs[-1].step
     for ref in refs:
         full = execute(plan.measurement(ref, "dolma"))
-        first_out = execute(plan.measurement(ref, "dolma_skip_first"))
+        first_out = execute(plan.measurement(ref, "dolma", "skip_first"))
         info = checkpoint_info(ref)
         highest = maximum(full)
         low, high = full["bootstrap"]["knowledge_entropy"]
@@ -209,7 +209,7 @@ def cell_claims(summaries: dict[str, list[dict]], selected: bool = False) -> lis
             if s["cell"] == "base" and base_seen:
                 continue
             base_seen |= s["cell"] == "base"
-            verdict = C.SELECTED if selected and s["cell"] == "base" and s["verdict"] == C.AGREES else s["verdict"]
+            verdict = C.selected(s["verdict"], selected and s["cell"] == "base")
             rows.append(C.Claim(f"regime: {sweep}", s["cell"], "decays (Fig. 2)", f"drop {s['drop'].describe(3)} "
                                 f"nats, noise floor ±{2 * s['noise']:.3f}", verdict))
     return rows

@@ -53,11 +53,12 @@ class Runs:
         return outcome(execute(self.plan.run(self.model, step)))
 
     def ffn(self, step: int, ratio: float, factor: float) -> dict:
-        tag = ResuscitationVariant(ratio, factor).tag
-        return outcome(execute(self.plan.run(self.model, step, tag=tag)), execute(self.plan.run(self.model, step)))
+        variant = ResuscitationVariant(ratio, factor).tag
+        return outcome(execute(self.plan.run(self.model, step, intervention=variant)),
+                       execute(self.plan.run(self.model, step)))
 
     def temperature(self, step: int, t: float) -> dict:
-        return outcome(execute(self.plan.run(self.model, step, tag=temperature_tag(t))),
+        return outcome(execute(self.plan.run(self.model, step, intervention=temperature_tag(t))),
                        execute(self.plan.run(self.model, step)))
 
     def entropy(self, step: int, ratio: float, factor: float) -> float:

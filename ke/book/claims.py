@@ -23,7 +23,7 @@ ALPHA = 0.05
 
 
 class Word(str, Enum):
-    """The vocabulary above, in the order the book's badges and counts show it."""
+    """The vocabulary above, in the order of the columns of the book's verdict counts (summary.counts_table)."""
     AGREES = "agrees"
     PARTLY = "partly"
     NOT_SIGNIFICANT = "not significant"
@@ -102,6 +102,11 @@ def over_seeds(verdicts: list[Verdict]) -> Verdict:
     if agreeing:
         return Verdict(Word.PARTLY, f"{agreeing} of {n} seeds")
     return Verdict(Word.DISAGREES, f"{disagreeing} of {n} seeds") if disagreeing > n / 2 else NOT_SIGNIFICANT
+
+
+def selected(verdict: Verdict, chosen: bool) -> Verdict:
+    """A verdict on a property the model system was chosen for: "selected" where it would agree, else unchanged."""
+    return SELECTED if chosen and verdict == AGREES else verdict
 
 
 def markdown(claims: list[Claim], with_figure: bool = True) -> str:

@@ -92,11 +92,17 @@ class PretrainRun:
     out_dir: Path
 
 
+def role(corpus: str, variant: str | None = None) -> str:
+    """A measurement's role: its corpus role (dolma, pubmed, c4), or corpus_variant for a variant of the measurement
+    (the folder name and the chapters' `entropy_<role>` column)."""
+    return f"{corpus}_{variant}" if variant else corpus
+
+
 @dataclass(frozen=True)
 class Measurement:
     """Knowledge (and attention / next-token) entropy of one checkpoint on one corpus."""
     checkpoint: CheckpointRef | Resuscitation
-    corpus: str                 # role: dolma, pubmed, c4 (+ a variant suffix)
+    corpus: str                 # role(corpus, variant)
     data: str
     settings: EntropySettings
     max_docs: int | None
@@ -157,7 +163,7 @@ class ContinualRun:
         return self.id.corpus
 
     @property
-    def tag(self) -> str | None:
+    def intervention(self) -> str | None:
         return self.id.intervention
 
     @property
@@ -261,12 +267,13 @@ class Plan:
         except KeyError:
             raise UserError(f"the plan of preset {self.preset!r} has no item {key}; add it to ke.book.plan.") from None
 
-    def measurement(self, ref: CheckpointRef | Resuscitation, corpus: str = "dolma") -> Measurement:
-        return self.lookup("measurement", ref.tag, corpus)
+    def measurement(self, ref: CheckpointRef | Resuscitation, corpus: str = "dolma",
+                    variant: str | None = None) -> Measurement:
+        return self.lookup("measurement", ref.tag, role(corpus, variant))
 
     def run(self, model: str, step: int, *, seed: int | None = None, setting: str = "baseline",
-            corpus: str = "pubmed", tag: str | None = None) -> ContinualRun:
-        return self.lookup("continual", self.checkpoint(model, step, seed).tag, RunId(setting, corpus, tag))
+            corpus: str = "pubmed", intervention: str | None = None) -> ContinualRun:
+        return self.lookup("continual", self.checkpoint(model, step, seed).tag, RunId(setting, corpus, intervention))
 
     def resuscitated(self, model: str, step: int, ratio: float, factor: float) -> Resuscitation:
         return self.lookup("resuscitation", self.checkpoint(model, step).tag, ResuscitationVariant(ratio, factor))

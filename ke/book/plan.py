@@ -1,4 +1,4 @@
-"""Plan, then execute: a preset resolved once into fully specified work items, and the executors that run them.
+"""Plan, then execute: a preset resolved once into fully specified work items (the planning lives here).
 
 `make_plan(preset)` (here) reads the preset and nothing else reads it afterwards: every item (ke.book.items) carries
 all it needs (paths, configurations, settings), `execute(item)` (ke.book.execute) runs one item (or returns its cached
@@ -23,10 +23,11 @@ from ..entropy import EntropySettings
 from ..errors import UserError
 from ..miniature.world import TASKS, task_set
 from .items import (CheckpointRef, ContinualRun, EntityPerplexity, FactCheck, Measurement, Plan, PretrainRun,
-                    RegimeCell, Resuscitation, ResuscitationVariant, RunId, WorldBuild, temperature_tag)
+                    RegimeCell, Resuscitation, ResuscitationVariant, RunId, WorldBuild, role, temperature_tag)
 from .presets import ModelSpec, Preset
 
 ENTROPY_VARIANTS = ("count_padding",)  # extra measurements of the Dolma role: the official code's padding
+SAMPLE_ROLES = (("dolma", None), ("dolma", "skip_first"))  # the regime study's: the sample, and without first tokens
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -34,9 +35,14 @@ ENTROPY_VARIANTS = ("count_padding",)  # extra measurements of the Dolma role: t
 INITIAL_STAGE = 0.2  # the paper's "initial stage": trends are judged from 20% of the schedule on, after the early transient
 
 
+def past_initial_stage(fraction: float) -> bool:
+    """Whether a checkpoint at this fraction of the schedule lies at or after the initial stage (20% of training)."""
+    return fraction >= INITIAL_STAGE - 1e-9
+
+
 def from_initial_stage(rows: list[dict]) -> list[dict]:
     """The rows (each with its "fraction" of the schedule) from the initial stage, 20% of training, on."""
-    return [r for r in rows if r["fraction"] >= INITIAL_STAGE - 1e-9]
+    return [r for r in rows if past_initial_stage(r["fraction"])]
 
 
 def _nearest(steps: list[int], target: float) -> int:
@@ -111,7 +117,7 @@ def _plan_measurements(preset: Preset, plan: Plan) -> None:
         bootstrap = preset.regime.bootstrap if regime else e.bootstrap
         # the first seed on every corpus and variant; the others on the pretraining sample (what the seeds decide)
         first = seed == plan.seeds(model)[0]
-        roles = None if first and e.extras else [("dolma", None), *([("dolma", "skip_first")] if regime else [])]
+        roles = None if first and e.extras else list(SAMPLE_ROLES[:2 if regime else 1])
         for ref in refs:
             plan.measurements += _measurements_of(preset, ref, roles, bootstrap, full=first and e.extras)
             if preset.world is not None:
@@ -126,20 +132,20 @@ def _measurements_of(preset: Preset, ref: CheckpointRef | Resuscitation,
     """Entropy on each corpus; on the Dolma role (with `full`) also attention, next-token and ReLU-variant entropy
     (the costly part: eager attention weights and every position's logits), with `bootstrap` intervals over
     documents and the variant without each document's first position; and the official code's padding-counting
-    variant. `roles` are (corpus, variant) pairs; a measurement's role is the corpus, or corpus_variant."""
+    variant. `roles` are (corpus, variant) pairs (items.role names them)."""
     e = preset.entropy
     roles = roles or [*((c, None) for c in e.corpora), *(("dolma", v) for v in ENTROPY_VARIANTS),
-                      *([("dolma", "skip_first")] if bootstrap else [])]
+                      *(SAMPLE_ROLES[1:] if bootstrap else [])]
     out = []
     for corpus, variant in roles:
-        role = f"{corpus}_{variant}" if variant else corpus
-        main = role == "dolma"
+        main = (corpus, variant) == SAMPLE_ROLES[0]
         settings = EntropySettings(seq_len=e.seq_len, batch_size=e.batch_size, attention=main and full,
                                    ntp=main and full, relu=main and full, count_padding=variant == "count_padding",
                                    skip_first=variant == "skip_first", per_document=main and bootstrap > 0)
         data = preset.resolve(e.corpora[corpus])
-        out.append(Measurement(ref, role, data, settings, e.max_docs, e.device,
-                               preset.run_dir / "entropy" / ref.tag / role, bootstrap if main else 0))
+        name = role(corpus, variant)
+        out.append(Measurement(ref, name, data, settings, e.max_docs, e.device,
+                               preset.run_dir / "entropy" / ref.tag / name, bootstrap if main else 0))
     return out
 
 
@@ -294,7 +300,7 @@ def _plan_regime(preset: Preset, plan: Plan) -> None:
                                                         preset.tokenizer_dir, out))
                     refs = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
                     for ref in refs:
-                        plan.measurements += _measurements_of(preset, ref, [("dolma", None), ("dolma", "skip_first")],
-                                                              g.bootstrap, full=False)
+                        plan.measurements += _measurements_of(preset, ref, list(SAMPLE_ROLES), g.bootstrap,
+                                                              full=False)
                 runs[seed] = [CheckpointRef(name, seed, s, str(out)) for s in config.resolved_save_steps()]
             plan.regime.append(RegimeCell(sweep, _cell_name(overrides), config, runs))

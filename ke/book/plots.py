@@ -6,6 +6,7 @@ import numpy as np
 
 from .chapter_entropy import maximum
 from .plan import from_initial_stage
+from .validity import MIN_ACCURACY
 
 STAGE_COLORS = {"initial": "tab:green", "mid": "tab:orange", "final": "tab:purple"}
 
@@ -455,7 +456,7 @@ def pilot_map(pilots: dict):
             ax.errorbar(change, acc, xerr=[[change - low], [high - change]], fmt="o", color=color,
                         mfc=color if acquires else "white", ms=8, label=None if i_seed else key)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.axhline(60, color="grey", lw=0.8, ls="--")
+    ax.axhline(100 * MIN_ACCURACY, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("change of knowledge entropy from 20% of training to the end (nats; < 0: decay)")
     ax.set_ylabel("world accuracy at the end (%)")
     ax.set_title("Pilots on calibration seeds (filled: A on paraphrases > 0 at every start)")

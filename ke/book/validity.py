@@ -13,7 +13,7 @@ import statistics
 from ..entropy import entropy_change, load_per_document
 from .execute import execute
 from .items import Plan
-from .plan import INITIAL_STAGE
+from .plan import past_initial_stage
 
 MIN_ACCURACY = 0.60    # criterion (a); chance is 1 / task_choices (25%)
 CRITERIA = {
@@ -49,7 +49,7 @@ def decay_window(plan: Plan, model: str, seed: int):
     chapter's window), and the last."""
     refs = plan.checkpoints[(model, seed)]
     final = plan.final_steps[model]
-    return next(r for r in refs if r.step / final >= INITIAL_STAGE - 1e-9), refs[-1]
+    return next(r for r in refs if past_initial_stage(r.step / final)), refs[-1]
 
 
 def knowledge_entropy_change(plan: Plan, model: str, seed: int, draws: int = 1000) -> dict:
