@@ -12,8 +12,7 @@ import types
 import typing
 from pathlib import Path
 
-from importlib.metadata import version
-
+from . import __version__
 from .errors import Interrupted, UserError
 
 
@@ -351,7 +350,7 @@ def add_book(subparsers):
     p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml, or a YAML path")
     p.add_argument("--warnings-as-errors", action="store_true", help="fail the build on any Sphinx warning")
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
-    p.add_argument("--jobs", type=int, default=2, help="processes working side by side")
+    p.add_argument("--jobs", type=positive_int, default=2, help="processes working side by side")
     p.set_defaults(func=run_book_command)
 
 
@@ -403,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "2025): measure checkpoints, train miniatures, continual learning, "
                                      "resuscitation, and the book that reproduces the paper. `ke COMMAND --help` "
                                      "describes each command.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('ke')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_entropy, add_checkpoints, add_first_batch, add_pretrain, add_continual, add_resuscitate, add_book,
                 add_plan, add_pilots):
