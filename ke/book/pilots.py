@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..miniature.pretrain import MARKER
 from ..storage import write_json_atomically
 from . import validity
 from .build import STAGES, compute_stages
@@ -40,7 +41,7 @@ def family_row(preset, plan) -> dict:
     model = preset.primary
     run = next(r for r in plan.pretraining if r.model == model)
     cfg = run.config
-    final = json.loads((run.out_dir / f"step{cfg.steps}" / "ke_checkpoint.json").read_text())
+    final = json.loads((run.out_dir / f"step{cfg.steps}" / MARKER).read_text())
     seconds = [(r.out_dir / f"step{cfg.steps}").stat().st_mtime - (r.out_dir / "step0").stat().st_mtime
                for r in plan.pretraining if r.model == model]
     tokens_per_step = cfg.batch_size * cfg.seq_len

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..data import load_corpus
 from ..errors import UserError
+from ..models import CHECKPOINT_MARKER as MARKER  # in each checkpoint folder, vouching for its files; written last
 from ..storage import (config_key, files_in, read_cached, save_folder_atomically, torch_save_atomically,
                        write_cached)
 from ..train import Schedule, build_optimizer, non_embedding_parameters, pack_texts, regime
@@ -33,7 +34,6 @@ PAD_TOKEN = "<|padding|>"
 LOSS_WINDOW = 20  # steps averaged into a checkpoint's `loss`
 RESUME_FILE = "resume_state.pt"
 LOG_FILE = "train_log.jsonl"
-MARKER = "ke_checkpoint.json"  # in each checkpoint folder, vouching for its other files; written last
 VERSION = 1  # of a run's meaning: bump it to retrain every cached run (see ke.storage)
 
 
