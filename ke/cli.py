@@ -52,8 +52,8 @@ def choices() -> dict[str, tuple]:
     """Allowed values of the config fields that take one of a few words, from the modules that check them."""
     from .metrics import NORMALISATIONS
     from .miniature.pretrain import ACTIVATIONS, FAMILIES
-    from .train import SHAPES
-    return {"lr_shape": SHAPES, "mixed_precision": ("no", "bf16", "fp16"), "probe_normalisation": NORMALISATIONS,
+    from .train import MIXED_PRECISION, SHAPES
+    return {"lr_shape": SHAPES, "mixed_precision": MIXED_PRECISION, "probe_normalisation": NORMALISATIONS,
             "family": FAMILIES, "activation": ACTIVATIONS}
 
 
@@ -96,6 +96,7 @@ def config_from_args(config_class, args, skip: tuple = ()):
 # ----------------------------------------------------------------------------------------------- measuring
 
 def add_entropy(subparsers):
+    from .models import DTYPES
     p = command(subparsers, "entropy", "knowledge (and attention / next-token) entropy of checkpoints",
                 "Measure one checkpoint, or several (each cached in its own folder under --out); writes "
                 "entropy.json (entropies in nats) and coefficients.safetensors (C-bar, layers x FFN width). Under "
@@ -113,8 +114,7 @@ def add_entropy(subparsers):
                    help="tokens per document (longer ones are cut); at most the model's context")
     p.add_argument("--batch-size", type=positive_int, default=8, help="documents per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (each launched process its own GPU)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weights and activations")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights and activations")
     p.add_argument("--count-padding", action="store_true",
                    help="official-code behaviour: pad to --seq-len, no attention mask, average over all positions")
     p.add_argument("--attention", action="store_true", help="also attention entropy (Eq. 3; eager attention)")
@@ -313,6 +313,7 @@ def run_continual_command(args):
 
 
 def add_resuscitate(subparsers):
+    from .models import DTYPES
     p = command(subparsers, "resuscitate", "Algorithm 1: raise inactive memory coefficients, save a checkpoint",
                 "Per layer, the FFN slots whose mean |coefficient| C-bar (from `ke entropy` on the same "
                 "checkpoint) is at most the --ratio quantile get their up-projection row scaled by "
@@ -325,8 +326,7 @@ def add_resuscitate(subparsers):
     p.add_argument("--ratio", type=float, required=True, help="p as a fraction: 0.5 = the lowest 50%% of slots")
     p.add_argument("--factor", type=float, required=True, help="q, the amplifying factor, e.g. 2")
     p.add_argument("--out", required=True, help="folder for the resuscitated checkpoint")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weights of the saved checkpoint")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights of the saved checkpoint")
     p.set_defaults(func=run_resuscitate_command)
 
 
