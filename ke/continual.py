@@ -85,6 +85,10 @@ class ContinualConfig:
         return self.steps * self.epochs
 
     @property
+    def warmup_steps(self) -> int:
+        return round(self.warmup_fraction * self.total_steps)
+
+    @property
     def interval(self) -> int:
         return self.steps // self.injections
 
@@ -165,8 +169,7 @@ def is_eval_step(step: int, cfg: ContinualConfig) -> bool:
 
 def step_lr(step: int, cfg: ContinualConfig) -> float:
     """Learning rate of update `step` (1-based, OLMo's count): floor x lr at the final step."""
-    return Schedule(cfg.lr, cfg.total_steps, round(cfg.warmup_fraction * cfg.total_steps), cfg.lr_floor,
-                    cfg.warmup_start).lr(step)
+    return Schedule(cfg.lr, cfg.total_steps, cfg.warmup_steps, cfg.lr_floor, cfg.warmup_start).lr(step)
 
 
 def step_temperature(step: int, cfg: ContinualConfig) -> float:
