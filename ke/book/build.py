@@ -113,7 +113,7 @@ def finish(notebook: Path, title: str | None = None) -> None:
     figure captioned by the section's heading; a page executed from a template gets its own title."""
     import nbformat
 
-    from .summary import short
+    from .summary import SECTION, short
     nb = nbformat.read(notebook, as_version=4)
     if title:
         first = next(c for c in nb.cells if c.cell_type == "markdown")
@@ -121,8 +121,8 @@ def finish(notebook: Path, title: str | None = None) -> None:
     cells, section = [], None   # section: (label, heading) of a labelled "## Figure ..." cell just before
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            found = re.match(r"\((?P<label>[^()\s]+)\)=\s*\n(?:\([^()\s]+\)=\s*\n)*## (?P<heading>.+)", cell.source)
-            section = (found["label"], found["heading"]) if found and "fig-" in found["label"] else None
+            found = SECTION.match(cell.source)
+            section = (found["label"], found["heading"]) if found else None
             cells.append(cell)
         elif section:
             cells += _caption(cell, *section)
