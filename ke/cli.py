@@ -10,6 +10,7 @@ import re
 import sys
 import types
 import typing
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -93,6 +94,16 @@ def config_from_args(config_class, args, skip: tuple = ()):
                            if f.name not in skip})
 
 
+@contextmanager
+def cached_or_wrote(last_file: Path, what):
+    """After the block, print "wrote WHAT", or "cached WHAT" when `last_file` (the artifact's file written last)
+    is the same file as before it."""
+    from .storage import stamp
+    before = stamp(last_file)
+    yield
+    print(f"{'cached' if stamp(last_file) == before else 'wrote'} {what}")
+
+
 # ----------------------------------------------------------------------------------------------- measuring
 
 def add_entropy(subparsers):
@@ -131,7 +142,7 @@ def add_entropy(subparsers):
 
 
 def run_entropy_command(args):
-    from .entropy import RESULT_FILE, EntropySettings, run_entropy, run_entropy_many
+    from .entropy import COEFFICIENTS_FILE, RESULT_FILE, EntropySettings, run_entropy, run_entropy_many
     from .storage import stamp
     settings = EntropySettings(seq_len=args.seq_len, batch_size=args.batch_size, count_padding=args.count_padding,
                                attention=args.attention, ntp=args.ntp, relu=args.relu, skip_first=args.skip_first,
@@ -157,13 +168,10 @@ def run_entropy_command(args):
               f"cached {len(records)} checkpoint folders under {args.out}")
         return
     revision = args.revision[0] if args.revision else None
-    before = stamp(Path(args.out) / RESULT_FILE)
-    record = run_entropy(args.model, args.data, args.out, revision=revision, **common)
-    shown = {k: record[k] for k in ("knowledge_entropy", "attention_entropy", "ntp_entropy", "num_docs",
-                                    "num_tokens") if k in record}
-    print(json.dumps(shown))
-    verb = "cached" if stamp(Path(args.out) / RESULT_FILE) == before else "wrote"
-    print(f"{verb} {args.out}/entropy.json and {args.out}/coefficients.safetensors")
+    with cached_or_wrote(Path(args.out) / RESULT_FILE, f"{args.out}/{RESULT_FILE} and {args.out}/{COEFFICIENTS_FILE}"):
+        record = run_entropy(args.model, args.data, args.out, revision=revision, **common)
+        print(json.dumps({k: record[k] for k in ("knowledge_entropy", "attention_entropy", "ntp_entropy", "num_docs",
+                                                 "num_tokens") if k in record}))
 
 
 def add_checkpoints(subparsers):
@@ -294,7 +302,6 @@ def add_continual(subparsers):
 
 def run_continual_command(args):
     from .continual import RESULT_FILE, ContinualConfig, continual_learning, validate
-    from .storage import stamp
     from .downstream import PAPER_TASKS, TaskSet
     from .knowledge import load_fictional_knowledge
     cfg = config_from_args(ContinualConfig, args, skip=("betas",))
@@ -305,11 +312,10 @@ def run_continual_command(args):
         names = PAPER_TASKS if args.tasks == "paper" else tuple(n.strip() for n in args.tasks.split(",") if n.strip())
         metrics = tuple(m.strip() for m in args.task_metrics.split(",")) if args.task_metrics else None
         tasks = TaskSet(names=names, metrics=metrics, include_path=args.task_folder, limit=args.task_limit)
-    before = stamp(Path(args.out) / RESULT_FILE)
-    result = continual_learning(args.model, args.corpus, knowledge, tasks, cfg, args.out, revision=args.revision,
-                                progress=not args.no_progress)
-    print(json.dumps({k: result[k] for k in ("K_PT", "K_CL", "A", "P_PT", "P_CL", "F")}))
-    print(f"{'cached' if stamp(Path(args.out) / RESULT_FILE) == before else 'wrote'} {Path(args.out) / RESULT_FILE}")
+    with cached_or_wrote(Path(args.out) / RESULT_FILE, Path(args.out) / RESULT_FILE):
+        result = continual_learning(args.model, args.corpus, knowledge, tasks, cfg, args.out, revision=args.revision,
+                                    progress=not args.no_progress)
+        print(json.dumps({k: result[k] for k in ("K_PT", "K_CL", "A", "P_PT", "P_CL", "F")}))
 
 
 def add_resuscitate(subparsers):
@@ -332,13 +338,12 @@ def add_resuscitate(subparsers):
 
 def run_resuscitate_command(args):
     from .resuscitate import RECIPE_FILE, resuscitate_checkpoint
-    from .storage import stamp
-    before = stamp(Path(args.out).expanduser() / RECIPE_FILE)
-    out = resuscitate_checkpoint(args.model, args.coefficients, args.ratio, args.factor, args.out,
-                                 revision=args.revision, dtype=args.dtype)
-    recipe = json.loads((out / RECIPE_FILE).read_text())["recipe"]
-    print(json.dumps({k: recipe[k] for k in ("ratio", "factor", "selected", "zero_skipped")}))
-    print(f"{'cached' if stamp(out / RECIPE_FILE) == before else 'wrote'} {out}")
+    out = Path(args.out).expanduser()
+    with cached_or_wrote(out / RECIPE_FILE, out):
+        resuscitate_checkpoint(args.model, args.coefficients, args.ratio, args.factor, out, revision=args.revision,
+                               dtype=args.dtype)
+        recipe = json.loads((out / RECIPE_FILE).read_text())["recipe"]
+        print(json.dumps({k: recipe[k] for k in ("ratio", "factor", "selected", "zero_skipped")}))
 
 
 # ----------------------------------------------------------------------------------------------- the book
