@@ -72,6 +72,10 @@ def print_pdf(page: Path, out: Path, timeout: float = 300) -> int:
 if __name__ == "__main__":
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("_build/stage")
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("_build/book.pdf")
+    if chromium() is None:
+        print("printing the PDF needs Chromium, which is not installed here: apt-get install chromium",
+              file=sys.stderr)
+        sys.exit(2)
     if not (source / "_toc.yml").is_file():
         sys.exit(f"{source} holds no executed book: run `make book` first.")
     count = print_pdf(single_page(source), out)

@@ -10,10 +10,10 @@ import re
 import sys
 import types
 import typing
+from contextlib import contextmanager
 from pathlib import Path
 
-from importlib.metadata import version
-
+from . import __version__
 from .errors import Interrupted, UserError
 
 
@@ -53,8 +53,8 @@ def choices() -> dict[str, tuple]:
     """Allowed values of the config fields that take one of a few words, from the modules that check them."""
     from .metrics import NORMALISATIONS
     from .miniature.pretrain import ACTIVATIONS, FAMILIES
-    from .train import SHAPES
-    return {"lr_shape": SHAPES, "mixed_precision": ("no", "bf16", "fp16"), "probe_normalisation": NORMALISATIONS,
+    from .train import MIXED_PRECISION, SHAPES
+    return {"lr_shape": SHAPES, "mixed_precision": MIXED_PRECISION, "probe_normalisation": NORMALISATIONS,
             "family": FAMILIES, "activation": ACTIVATIONS}
 
 
@@ -94,9 +94,20 @@ def config_from_args(config_class, args, skip: tuple = ()):
                            if f.name not in skip})
 
 
+@contextmanager
+def cached_or_wrote(last_file: Path, what):
+    """After the block, print "wrote WHAT", or "cached WHAT" when `last_file` (the artifact's file written last)
+    is the same file as before it."""
+    from .storage import stamp
+    before = stamp(last_file)
+    yield
+    print(f"{'cached' if stamp(last_file) == before else 'wrote'} {what}")
+
+
 # ----------------------------------------------------------------------------------------------- measuring
 
 def add_entropy(subparsers):
+    from .models import DTYPES
     p = command(subparsers, "entropy", "knowledge (and attention / next-token) entropy of checkpoints",
                 "Measure one checkpoint, or several (each cached in its own folder under --out); writes "
                 "entropy.json (entropies in nats) and coefficients.safetensors (C-bar, layers x FFN width). Under "
@@ -114,8 +125,7 @@ def add_entropy(subparsers):
                    help="tokens per document (longer ones are cut); at most the model's context")
     p.add_argument("--batch-size", type=positive_int, default=8, help="documents per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (each launched process its own GPU)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weights and activations")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights and activations")
     p.add_argument("--count-padding", action="store_true",
                    help="official-code behaviour: pad to --seq-len, no attention mask, average over all positions")
     p.add_argument("--attention", action="store_true", help="also attention entropy (Eq. 3; eager attention)")
@@ -132,7 +142,7 @@ def add_entropy(subparsers):
 
 
 def run_entropy_command(args):
-    from .entropy import RESULT_FILE, EntropySettings, run_entropy, run_entropy_many
+    from .entropy import COEFFICIENTS_FILE, RESULT_FILE, EntropySettings, run_entropy, run_entropy_many
     from .storage import stamp
     settings = EntropySettings(seq_len=args.seq_len, batch_size=args.batch_size, count_padding=args.count_padding,
                                attention=args.attention, ntp=args.ntp, relu=args.relu, skip_first=args.skip_first,
@@ -158,13 +168,10 @@ def run_entropy_command(args):
               f"cached {len(records)} checkpoint folders under {args.out}")
         return
     revision = args.revision[0] if args.revision else None
-    before = stamp(Path(args.out) / RESULT_FILE)
-    record = run_entropy(args.model, args.data, args.out, revision=revision, **common)
-    shown = {k: record[k] for k in ("knowledge_entropy", "attention_entropy", "ntp_entropy", "num_docs",
-                                    "num_tokens") if k in record}
-    print(json.dumps(shown))
-    verb = "cached" if stamp(Path(args.out) / RESULT_FILE) == before else "wrote"
-    print(f"{verb} {args.out}/entropy.json and {args.out}/coefficients.safetensors")
+    with cached_or_wrote(Path(args.out) / RESULT_FILE, f"{args.out}/{RESULT_FILE} and {args.out}/{COEFFICIENTS_FILE}"):
+        record = run_entropy(args.model, args.data, args.out, revision=revision, **common)
+        print(json.dumps({k: record[k] for k in ("knowledge_entropy", "attention_entropy", "ntp_entropy", "num_docs",
+                                                 "num_tokens") if k in record}))
 
 
 def add_checkpoints(subparsers):
@@ -295,7 +302,6 @@ def add_continual(subparsers):
 
 def run_continual_command(args):
     from .continual import RESULT_FILE, ContinualConfig, continual_learning, validate
-    from .storage import stamp
     from .downstream import PAPER_TASKS, TaskSet
     from .knowledge import load_fictional_knowledge
     cfg = config_from_args(ContinualConfig, args, skip=("betas",))
@@ -306,14 +312,14 @@ def run_continual_command(args):
         names = PAPER_TASKS if args.tasks == "paper" else tuple(n.strip() for n in args.tasks.split(",") if n.strip())
         metrics = tuple(m.strip() for m in args.task_metrics.split(",")) if args.task_metrics else None
         tasks = TaskSet(names=names, metrics=metrics, include_path=args.task_folder, limit=args.task_limit)
-    before = stamp(Path(args.out) / RESULT_FILE)
-    result = continual_learning(args.model, args.corpus, knowledge, tasks, cfg, args.out, revision=args.revision,
-                                progress=not args.no_progress)
-    print(json.dumps({k: result[k] for k in ("K_PT", "K_CL", "A", "P_PT", "P_CL", "F")}))
-    print(f"{'cached' if stamp(Path(args.out) / RESULT_FILE) == before else 'wrote'} {Path(args.out) / RESULT_FILE}")
+    with cached_or_wrote(Path(args.out) / RESULT_FILE, Path(args.out) / RESULT_FILE):
+        result = continual_learning(args.model, args.corpus, knowledge, tasks, cfg, args.out, revision=args.revision,
+                                    progress=not args.no_progress)
+        print(json.dumps({k: result[k] for k in ("K_PT", "K_CL", "A", "P_PT", "P_CL", "F")}))
 
 
 def add_resuscitate(subparsers):
+    from .models import DTYPES
     p = command(subparsers, "resuscitate", "Algorithm 1: raise inactive memory coefficients, save a checkpoint",
                 "Per layer, the FFN slots whose mean |coefficient| C-bar (from `ke entropy` on the same "
                 "checkpoint) is at most the --ratio quantile get their up-projection row scaled by "
@@ -326,20 +332,18 @@ def add_resuscitate(subparsers):
     p.add_argument("--ratio", type=float, required=True, help="p as a fraction: 0.5 = the lowest 50%% of slots")
     p.add_argument("--factor", type=float, required=True, help="q, the amplifying factor, e.g. 2")
     p.add_argument("--out", required=True, help="folder for the resuscitated checkpoint")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weights of the saved checkpoint")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="weights of the saved checkpoint")
     p.set_defaults(func=run_resuscitate_command)
 
 
 def run_resuscitate_command(args):
     from .resuscitate import RECIPE_FILE, resuscitate_checkpoint
-    from .storage import stamp
-    before = stamp(Path(args.out).expanduser() / RECIPE_FILE)
-    out = resuscitate_checkpoint(args.model, args.coefficients, args.ratio, args.factor, args.out,
-                                 revision=args.revision, dtype=args.dtype)
-    recipe = json.loads((out / RECIPE_FILE).read_text())["recipe"]
-    print(json.dumps({k: recipe[k] for k in ("ratio", "factor", "selected", "zero_skipped")}))
-    print(f"{'cached' if stamp(out / RECIPE_FILE) == before else 'wrote'} {out}")
+    out = Path(args.out).expanduser()
+    with cached_or_wrote(out / RECIPE_FILE, out):
+        resuscitate_checkpoint(args.model, args.coefficients, args.ratio, args.factor, out, revision=args.revision,
+                               dtype=args.dtype)
+        recipe = json.loads((out / RECIPE_FILE).read_text())["recipe"]
+        print(json.dumps({k: recipe[k] for k in ("ratio", "factor", "selected", "zero_skipped")}))
 
 
 # ----------------------------------------------------------------------------------------------- the book
@@ -351,7 +355,7 @@ def add_book(subparsers):
     p.add_argument("--preset", default="default", help="name of parameters/<preset>.yaml, or a YAML path")
     p.add_argument("--warnings-as-errors", action="store_true", help="fail the build on any Sphinx warning")
     p.add_argument("--force", action="store_true", help="re-execute notebooks even when their copy is current")
-    p.add_argument("--jobs", type=int, default=2, help="processes working side by side")
+    p.add_argument("--jobs", type=positive_int, default=2, help="processes working side by side")
     p.set_defaults(func=run_book_command)
 
 
@@ -403,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "2025): measure checkpoints, train miniatures, continual learning, "
                                      "resuscitation, and the book that reproduces the paper. `ke COMMAND --help` "
                                      "describes each command.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('ke')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_entropy, add_checkpoints, add_first_batch, add_pretrain, add_continual, add_resuscitate, add_book,
                 add_plan, add_pilots):

@@ -43,7 +43,7 @@ from ke.metrics import NORMALISATIONS, acquisition, forgetting, knowledge_score,
 from ke.resuscitate import set_attention_temperature, temperature_at
 from ke.storage import (config_key, files_in, fingerprint, normalise, read_cached, save_folder_atomically,
                         write_cached, write_json_atomically)
-from ke.train import Schedule, build_optimizer, pack_texts
+from ke.train import MIXED_PRECISION, Schedule, build_optimizer, pack_texts
 
 RESULT_FILE = "result.json"
 LOG_FILE = "train_log.jsonl"
@@ -85,6 +85,10 @@ class ContinualConfig:
         return self.steps * self.epochs
 
     @property
+    def warmup_steps(self) -> int:
+        return round(self.warmup_fraction * self.total_steps)
+
+    @property
     def interval(self) -> int:
         return self.steps // self.injections
 
@@ -124,8 +128,8 @@ def validate(cfg: ContinualConfig) -> None:
     if cfg.probe_normalisation not in NORMALISATIONS:
         raise UserError(f"--probe-normalisation must be one of {', '.join(NORMALISATIONS)}; "
                         f"got {cfg.probe_normalisation!r}.")
-    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise UserError(f"--mixed-precision must be no, bf16 or fp16; got {cfg.mixed_precision!r}.")
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise UserError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}; got {cfg.mixed_precision!r}.")
 
 
 def check_tasks_object(tasks) -> None:
@@ -165,8 +169,7 @@ def is_eval_step(step: int, cfg: ContinualConfig) -> bool:
 
 def step_lr(step: int, cfg: ContinualConfig) -> float:
     """Learning rate of update `step` (1-based, OLMo's count): floor x lr at the final step."""
-    return Schedule(cfg.lr, cfg.total_steps, round(cfg.warmup_fraction * cfg.total_steps), cfg.lr_floor,
-                    cfg.warmup_start).lr(step)
+    return Schedule(cfg.lr, cfg.total_steps, cfg.warmup_steps, cfg.lr_floor, cfg.warmup_start).lr(step)
 
 
 def step_temperature(step: int, cfg: ContinualConfig) -> float:

@@ -24,6 +24,7 @@ from torch import nn
 from .errors import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CHECKPOINT_MARKER = "ke_checkpoint.json"  # in a checkpoint trained by ke.miniature.pretrain: its step, loss, regime
 STEP_BRANCH = re.compile(r"^step(\d+)(?:-tokens(\d+)B)?$")  # OLMo/Pythia branch names, e.g. step738020-tokens3094B
 # Hub checkpoint branches: stepN[-tokensXB] (OLMo, Pythia) and OLMo-2's stage1-stepN-tokensXB (pretraining) and
 # stage2-ingredientK-stepN-tokensXB (mid-training: each ingredient restarts from the final stage-1 weights).
@@ -435,7 +436,7 @@ def provenance(source: str, revision: str | None, local: bool, dtype: str, devic
     the local cache's refs and makes no network call), or the local training step."""
     info = {"model": source, "revision": revision, "commit": None, "step": None, "dtype": dtype, "device": device}
     if local:
-        meta = Path(source).expanduser() / "ke_checkpoint.json"
+        meta = Path(source).expanduser() / CHECKPOINT_MARKER
         if meta.exists():
             info["step"] = json.loads(meta.read_text()).get("step")
         return info

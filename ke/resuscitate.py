@@ -22,7 +22,7 @@ from torch import nn
 
 from . import __version__
 from .errors import UserError
-from .models import attention_modules, find_ffn_layers, load_model
+from .models import CHECKPOINT_MARKER, attention_modules, find_ffn_layers, load_model
 from .storage import files_in, fingerprint, read_cached, write_cached
 
 RECIPE_FILE = "ke_resuscitation.json"  # vouches for the checkpoint's files; written last
@@ -143,8 +143,8 @@ def resuscitate_checkpoint(source: str, coefficients_file, ratio: float, factor:
     recipe_file.unlink(missing_ok=True)  # a folder without the recipe file is an unfinished one
     loaded.model.save_pretrained(out_dir)
     loaded.tokenizer.save_pretrained(out_dir)
-    if (source_dir / "ke_checkpoint.json").is_file():
-        shutil.copyfile(source_dir / "ke_checkpoint.json", out_dir / "ke_checkpoint.json")
+    if (source_dir / CHECKPOINT_MARKER).is_file():
+        shutil.copyfile(source_dir / CHECKPOINT_MARKER, out_dir / CHECKPOINT_MARKER)
     record = {"recipe": report, "provenance": {**loaded.provenance, "source": source,
                                                "coefficients": str(coefficients_path), "ke_version": __version__}}
     # last, vouching for the files above: a folder without it is an unfinished one

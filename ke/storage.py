@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -60,13 +61,31 @@ def config_key(cfg, leave_out=()) -> dict:
     return normalise(changed)
 
 
+SETTLED_NS = 2_000_000_000
+_checked: dict[tuple, dict] = {}   # (path, inode, mtime, size) -> check, of files hashed in this process
+
+
 def file_check(path) -> dict:
-    """Size and sha256 of a file, as a record stores them for each file it vouches for."""
+    """Size and sha256 of a file, as a record stores them for each file it vouches for. Hashed once per process
+    while the file keeps its inode, mtime and size (a resuscitated checkpoint can be GBs), except one modified in
+    the last SETTLED_NS: a rewrite within the same filesystem timestamp tick would keep its mtime."""
+    path = Path(path).resolve()
+    s = path.stat()
+    identity = (str(path), s.st_ino, s.st_mtime_ns, s.st_size)
+    if identity not in _checked:
+        check = {"size": s.st_size, "sha256": _sha256(path)}
+        if time.time_ns() - s.st_mtime_ns < SETTLED_NS:
+            return check
+        _checked[identity] = check
+    return dict(_checked[identity])
+
+
+def _sha256(path: Path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
-    return {"size": Path(path).stat().st_size, "sha256": sha.hexdigest()}
+    return sha.hexdigest()
 
 
 def files_in(folder, *leave_out) -> list[Path]:

@@ -11,6 +11,7 @@ from torch import nn
 from .errors import UserError
 
 SHAPES = ("cosine", "linear", "constant")
+MIXED_PRECISION = ("no", "bf16", "fp16")  # accelerate's
 
 
 @dataclass(frozen=True)

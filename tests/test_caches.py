@@ -64,6 +64,38 @@ def test_a_record_vouches_for_its_files(tmp_path, capsys):
     assert read_cached(record_path, {"k": 1}) is None and damaged_notice(capsys.readouterr().err, record_path)
 
 
+def test_an_unchanged_file_is_hashed_once_per_process_and_a_rewritten_one_again(tmp_path, monkeypatch, capsys):
+    import os
+    import time
+
+    from ke import storage
+    hashed = []
+    real = storage._sha256
+    monkeypatch.setattr(storage, "_sha256", lambda path: hashed.append(Path(path).name) or real(path))
+    artifact, record_path = tmp_path / "a.bin", tmp_path / "record.json"
+
+    def rewrite(data: bytes, seconds_ago: float):
+        artifact.write_bytes(data)            # in place: same inode
+        os.utime(artifact, (time.time() - seconds_ago,) * 2)
+
+    rewrite(b"0123456789", 60)
+    record = write_cached({"x": 1}, record_path, {"k": 1}, files=[artifact])
+    for _ in range(3):
+        assert read_cached(record_path, {"k": 1}) == record
+    assert hashed == ["a.bin"]                # once, when the record was written
+    rewrite(b"0123456789", 50)                # the same bytes, a new mtime: hashed again, still intact
+    assert read_cached(record_path, {"k": 1}) == record and read_cached(record_path, {"k": 1}) == record
+    assert hashed == ["a.bin"] * 2
+    rewrite(b"0123456780", 40)                # same size, other content, a new mtime
+    assert read_cached(record_path, {"k": 1}) is None and damaged_notice(capsys.readouterr().err, artifact)
+    assert hashed == ["a.bin"] * 3
+    rewrite(b"0123456789", 0)                 # just written: hashed on every read until its mtime has settled
+    record = write_cached({"x": 1}, record_path, {"k": 1}, files=[artifact])
+    assert read_cached(record_path, {"k": 1}) == record and read_cached(record_path, {"k": 1}) == record
+    assert hashed == ["a.bin"] * 6
+    assert record["files"]["a.bin"]["sha256"] == hashlib.sha256(b"0123456789").hexdigest()
+
+
 # ----------------------------------------------------------------------------- keys
 
 def grown(cls, **extra_default):

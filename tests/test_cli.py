@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -184,10 +185,10 @@ def test_every_subcommand_describes_itself_and_its_defaults(name):
 
 
 def test_help_shows_defaults_allowed_values_and_version(capsys):
-    from importlib.metadata import version
+    import ke
     with pytest.raises(SystemExit):
         main(["--version"])
-    assert capsys.readouterr().out.strip() == f"ke {version('ke')}"
+    assert capsys.readouterr().out.strip() == f"ke {ke.__version__}"
     top = " ".join(subcommands()["entropy"].format_help().split())
     assert "--seq-len SEQ_LEN tokens per document" in top and "(default: 1024)" in top and "(default: 8)" in top
     from ke.cli import build_parser
@@ -207,6 +208,34 @@ def test_help_shows_defaults_allowed_values_and_version(capsys):
     assert "invalid choice: 'cosinus'" in capsys.readouterr().err
 
 
-def test_book_refuses_a_non_positive_number_of_jobs(capsys):
-    assert main(["book", "--preset", "smoke", "--jobs", "0"]) == 2
-    assert_one_error_line(capsys.readouterr().err, "--jobs")
+@pytest.mark.parametrize("name", ["book", "pilots"])
+def test_a_non_positive_number_of_jobs_is_an_argparse_error(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--jobs", "0"] + (["p.yaml"] if name == "pilots" else []))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == f"ke {name}: error: argument --jobs: expected a positive integer, got 0"
+
+
+def test_version_from_a_checkout_that_is_not_installed(tmp_path):
+    """`python -m ke.cli --version` from a source tree, with no installed distribution named ke to ask."""
+    import ke
+    hide_installed = ("import importlib.metadata as m, runpy, sys\n"
+                      "def missing(*args): raise m.PackageNotFoundError('ke')\n"
+                      "m.version = m.distribution = m.metadata = missing\n"
+                      "sys.argv = ['ke', '--version']\n"
+                      "runpy.run_module('ke.cli', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", hide_installed], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"ke {ke.__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", ke.__version__)
+
+
+def test_the_version_is_written_once():
+    """pyproject.toml reads the version from ke/__init__.py instead of repeating it."""
+    import tomllib
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "ke.__version__"}

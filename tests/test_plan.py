@@ -402,3 +402,17 @@ def test_planned_items_are_fully_specified(tiny):
     for run in plan_of(tiny).continual:
         assert isinstance(run, ContinualRun) and run.corpus_data and run.knowledge and run.config.steps > 0
         assert run.out_dir.is_absolute() and str(run.out_dir).startswith(str(tiny.root / "run"))
+
+
+def test_done_count_finds_the_file_each_kind_of_item_writes_last(tmp_path):
+    from ke.book.build import done_count
+    plan = make_plan(load_preset("smoke", project_root(), run_dir=str(tmp_path / "runs")))
+    total = sum(len(stage) for stage in plan.work())
+    assert done_count(plan) == (0, total)
+    run = plan.pretraining[0]
+    for path in (run.out_dir / f"step{run.config.steps}" / "ke_checkpoint.json",
+                 plan.measurements[0].out_dir / "entropy.json",
+                 plan.resuscitations[0].out_dir / "ke_resuscitation.json", plan.continual[0].out_dir / "result.json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert done_count(plan) == (4, total)

@@ -386,3 +386,14 @@ def test_make_pdf_prints_every_page_with_typeset_maths(tiny_book, tmp_path):
     assert text.count("15.0") == 3, text   # the last column of each wide table: on paper, nothing is cut
     assert not [tex for tex in ("\\frac", "\\sum", "\\mathcal", "$$") if tex in text], text[:2000]
     assert "∑" in text or "Σ" in text, text[:2000]   # the display's sum sign, rendered
+
+
+def test_make_pdf_without_chromium_says_what_to_install(tmp_path):
+    """No browser on the PATH: one sentence naming it and how to install it, exit status 2, before any build."""
+    done = subprocess.run([sys.executable, str(ROOT / ".ci" / "print_pdf.py"), str(tmp_path), str(tmp_path / "b.pdf")],
+                          capture_output=True, text=True, timeout=120, env={"PATH": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "printing the PDF needs Chromium, which is not installed here: apt-get install chromium"]
+    assert not (tmp_path / "b.pdf").exists()

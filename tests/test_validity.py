@@ -148,3 +148,14 @@ def test_pilots_with_the_same_pretraining_gave_the_same_numbers():
     assert M.choose({"families": table}) == ("p2_untied_s4", False)   # the rule's fallback, as the preset says
     chosen = load_preset(str(root / "parameters" / "pilots" / "p2_untied_s4.yaml")).models["p2_untied_s4"]
     assert load_preset("default").models["olmo"].pretrain == chosen.pretrain   # the book trains what was chosen
+
+
+def test_a_pilot_family_file_outside_the_project_is_named_relative_to_it(tmp_path):
+    from ke.book.pilots import family_file
+    root = project_root()
+    inside = root / "parameters" / "pilots" / "base.yaml"
+    assert family_file(inside, root) == "parameters/pilots/base.yaml"
+    outside = tmp_path / "p9.yaml"
+    outside.write_text("# a family of one's own\n")
+    name = family_file(outside, root)
+    assert (root / name).resolve() == outside.resolve()

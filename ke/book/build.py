@@ -113,7 +113,7 @@ def finish(notebook: Path, title: str | None = None) -> None:
     figure captioned by the section's heading; a page executed from a template gets its own title."""
     import nbformat
 
-    from .summary import short
+    from .summary import SECTION, short
     nb = nbformat.read(notebook, as_version=4)
     if title:
         first = next(c for c in nb.cells if c.cell_type == "markdown")
@@ -121,8 +121,8 @@ def finish(notebook: Path, title: str | None = None) -> None:
     cells, section = [], None   # section: (label, heading) of a labelled "## Figure ..." cell just before
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            found = re.match(r"\((?P<label>[^()\s]+)\)=\s*\n(?:\([^()\s]+\)=\s*\n)*## (?P<heading>.+)", cell.source)
-            section = (found["label"], found["heading"]) if found and "fig-" in found["label"] else None
+            found = SECTION.match(cell.source)
+            section = (found["label"], found["heading"]) if found else None
             cells.append(cell)
         elif section:
             cells += _caption(cell, *section)
@@ -257,11 +257,13 @@ def compute_stages(stages: list[list], jobs: int, progress: bool = True, label: 
 
 def done_count(plan: Plan) -> tuple[int, int]:
     """How many planned items have a finished artifact on disk (what an interrupted build keeps)."""
+    from .. import continual, entropy, resuscitate
+    from ..miniature import pretrain
     items = [item for stage in plan.work() for item in stage]
-    marker = {"PretrainRun": lambda i: i.out_dir / f"step{i.config.steps}" / "ke_checkpoint.json",
-              "Measurement": lambda i: i.out_dir / "entropy.json", "FactCheck": lambda i: i.out_path,
-              "Resuscitation": lambda i: i.out_dir / "ke_resuscitation.json",
-              "ContinualRun": lambda i: i.out_dir / "result.json", "EntityPerplexity": lambda i: i.out_path,
+    marker = {"PretrainRun": lambda i: i.out_dir / f"step{i.config.steps}" / pretrain.MARKER,
+              "Measurement": lambda i: i.out_dir / entropy.RESULT_FILE, "FactCheck": lambda i: i.out_path,
+              "Resuscitation": lambda i: i.out_dir / resuscitate.RECIPE_FILE,
+              "ContinualRun": lambda i: i.out_dir / continual.RESULT_FILE, "EntityPerplexity": lambda i: i.out_path,
               "WorldBuild": lambda i: i.world_dir / "world.json"}
     return sum(marker[type(i).__name__](i).exists() for i in items), len(items)
 

@@ -38,7 +38,7 @@ def _pretrain_numbers(config: PretrainConfig) -> dict:
 
 def _continual_numbers(config: ContinualConfig) -> dict:
     """A continual configuration's fractions and counts as steps and tokens."""
-    return {"total_steps": config.total_steps, "warmup_steps": round(config.warmup_fraction * config.total_steps),
+    return {"total_steps": config.total_steps, "warmup_steps": config.warmup_steps,
             "injection_steps": f"every {config.interval} (steps {config.interval}, {2 * config.interval}, ..., "
                                f"{config.steps} of each epoch)",
             "eval_every_steps": config.eval_interval,

@@ -103,7 +103,7 @@ def _entity_perplexity(item: EntityPerplexity, progress: bool) -> dict:
 
     from ..data import load_corpus
     from ..metrics import entity_perplexity
-    from ..models import load_model
+    from ..models import context_length, load_model
     from ..storage import fingerprint, read_cached, write_cached
 
     path, revision = item.checkpoint.locate()
@@ -119,7 +119,7 @@ def _entity_perplexity(item: EntityPerplexity, progress: bool) -> dict:
     if len(data) > item.docs:
         data = data.select(sorted(random.Random(0).sample(range(len(data)), item.docs)))
     loaded = load_model(path, revision, dtype=item.checkpoint.dtype, device=item.device)
-    max_length = item.seq_len or getattr(loaded.model.config, "max_position_embeddings", None)
+    max_length = item.seq_len or context_length(loaded.model.config)
     values = entity_perplexity(loaded.model, loaded.tokenizer, data["text"], data["entities"],
                                batch_size=item.batch_size, max_length=max_length, progress=progress)
     record = {"corpus": item.corpus, "checkpoint": item.checkpoint.tag, "docs": item.docs, "max_length": max_length,

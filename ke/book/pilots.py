@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..miniature.pretrain import MARKER
 from ..storage import write_json_atomically
 from . import validity
 from .build import STAGES, compute_stages
@@ -40,19 +41,24 @@ def family_row(preset, plan) -> dict:
     model = preset.primary
     run = next(r for r in plan.pretraining if r.model == model)
     cfg = run.config
-    final = json.loads((run.out_dir / f"step{cfg.steps}" / "ke_checkpoint.json").read_text())
+    final = json.loads((run.out_dir / f"step{cfg.steps}" / MARKER).read_text())
     seconds = [(r.out_dir / f"step{cfg.steps}").stat().st_mtime - (r.out_dir / "step0").stat().st_mtime
                for r in plan.pretraining if r.model == model]
     tokens_per_step = cfg.batch_size * cfg.seq_len
     corpus_tokens = final["regime"]["tokens"] / final["regime"]["epochs"]
     window = tokens_per_step / (cfg.lr * cfg.weight_decay) / corpus_tokens if cfg.weight_decay else float("inf")
-    return {"file": str(Path(preset.source).resolve().relative_to(preset.root)),
+    return {"file": family_file(preset.source, preset.root),
             "description": _description(preset.source), "world_people": preset.world.num_people,
             "tie_embeddings": cfg.tie_embeddings, "weight_decay": cfg.weight_decay, "steps": cfg.steps,
             "tokens": final["regime"]["tokens"], "tokens_per_parameter": final["regime"]["tokens_per_parameter"],
             "S": final["regime"]["weight_decay_efolds"], "epochs": final["regime"]["epochs"],
             "window_passes": window, "final_loss": final["loss"], "pretrain_seconds": seconds,
             **validity.model_validity(plan, model)}
+
+
+def family_file(source, root) -> str:
+    """The family's YAML as the table names it: relative to the project root, also when it lies outside it."""
+    return os.path.relpath(Path(source).resolve(), Path(root).resolve())
 
 
 def provenance() -> dict:

@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from ..data import load_corpus
 from ..errors import UserError
+from ..models import CHECKPOINT_MARKER as MARKER  # in each checkpoint folder, vouching for its files; written last
 from ..storage import (config_key, files_in, read_cached, save_folder_atomically, torch_save_atomically,
                        write_cached)
-from ..train import Schedule, build_optimizer, non_embedding_parameters, pack_texts, regime
+from ..train import MIXED_PRECISION, SHAPES, Schedule, build_optimizer, non_embedding_parameters, pack_texts, regime
 
 FAMILIES = ("olmo", "gpt_neox")
 ACTIVATIONS = ("silu", "gelu", "relu")  # olmo: the gate's (silu = SwiGLU); gpt_neox: the FFN's
@@ -33,7 +34,6 @@ PAD_TOKEN = "<|padding|>"
 LOSS_WINDOW = 20  # steps averaged into a checkpoint's `loss`
 RESUME_FILE = "resume_state.pt"
 LOG_FILE = "train_log.jsonl"
-MARKER = "ke_checkpoint.json"  # in each checkpoint folder, vouching for its other files; written last
 VERSION = 1  # of a run's meaning: bump it to retrain every cached run (see ke.storage)
 
 
@@ -127,8 +127,8 @@ def validate(cfg: PretrainConfig) -> None:
         raise UserError(f"--family must be one of {', '.join(FAMILIES)}; got {cfg.family!r}.")
     if cfg.activation not in (None, *ACTIVATIONS):
         raise UserError(f"--activation must be one of {', '.join(ACTIVATIONS)} (or unset); got {cfg.activation!r}.")
-    if cfg.lr_shape not in ("cosine", "linear", "constant"):
-        raise UserError(f"--lr-shape must be cosine, linear or constant; got {cfg.lr_shape!r}.")
+    if cfg.lr_shape not in SHAPES:
+        raise UserError(f"--lr-shape must be one of {', '.join(SHAPES)}; got {cfg.lr_shape!r}.")
     for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "batch_size", "steps"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer; got {getattr(cfg, name)}.")
@@ -142,8 +142,8 @@ def validate(cfg: PretrainConfig) -> None:
         raise UserError(f"--warmup-steps must be in [0, --steps); got {cfg.warmup_steps} with {cfg.steps} steps.")
     if cfg.weight_decay < 0 or cfg.grad_clip <= 0:
         raise UserError(f"--weight-decay must be >= 0 and --grad-clip > 0; got {cfg.weight_decay} and {cfg.grad_clip}.")
-    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise UserError(f"--mixed-precision must be no, bf16 or fp16; got {cfg.mixed_precision!r}.")
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise UserError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}; got {cfg.mixed_precision!r}.")
     for name in ("tokens_per_parameter", "weight_decay_efolds", "warmup_fraction"):
         value = getattr(cfg, name)
         if value is not None and not (value >= 0 and (name != "warmup_fraction" or value < 1)):
