@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from ..models import CHECKPOINT_MARKER
 from ..stats import spearman, spread
 from ..train import Schedule, regime
 from . import claims as C
@@ -40,7 +41,7 @@ def paper_regimes() -> list[dict]:
 
 def checkpoint_info(ref: CheckpointRef) -> dict:
     """ke_checkpoint.json of a checkpoint trained here (step, loss, regime), or {} for one trained elsewhere."""
-    path = Path(ref.source) / f"step{ref.step}" / "ke_checkpoint.json"
+    path = Path(ref.source) / f"step{ref.step}" / CHECKPOINT_MARKER
     return json.loads(path.read_text()) if path.exists() else {}
 
 
