@@ -393,10 +393,11 @@ def add_pilots(subparsers):
 
 
 def run_pilots_command(args):
+    from .book import chapter_model_system
     from .book.pilots import run_pilots
     table = run_pilots(args.families, Path(args.out), args.jobs)
     for key, row in table["families"].items():
-        met = "".join(k for k, ok in row["criteria"].items() if ok) or "none"
+        met = "".join(chapter_model_system.met(row)) or "none"
         print(f"{key}: world {100 * row['world_accuracy']:.1f}%, A_para by start "
               f"{', '.join(f'{v:+.1f}' for v in row['acquisition_para_by_start'].values())}, entropy change "
               f"{', '.join(f'{v:+.3f}' for v in row['entropy_change_from_20pct'].values())} nats; meets: {met}")

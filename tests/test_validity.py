@@ -81,18 +81,23 @@ def test_criteria_are_judged_from_the_numbers(monkeypatch, accuracy, para, upper
     assert [c.verdict for c in M.validity_claims(v)] == ["selected" if expected[k] else "disagrees" for k in "abc"]
 
 
-def row(tokens, file, met):
-    return {"tokens": tokens, "file": file, "criteria": {k: k in met for k in "abc"}}
+def row(tokens_per_parameter, file, met):
+    return {"tokens": 1000 * tokens_per_parameter, "tokens_per_parameter": tokens_per_parameter, "file": file,
+            "criteria": {k: k in met for k in "abc"}}
 
 
 def test_choice_rule_takes_the_cheapest_valid_family_else_the_one_meeting_most():
-    pilots = {"families": {"big": row(200, "b.yaml", "abc"), "small": row(100, "s.yaml", "abc"),
-                           "cheap": row(50, "c.yaml", "ab")}}
+    pilots = {"families": {"big": row(50, "b.yaml", "abc"), "small": row(25, "s.yaml", "abc"),
+                           "cheap": row(10, "c.yaml", "ab")}}
     assert M.choose(pilots) == ("small", True)
-    pilots["families"]["small"] = row(100, "s.yaml", "a")
+    pilots["families"]["small"] = row(25, "s.yaml", "a")
     assert M.choose(pilots) == ("big", True)
-    pilots["families"]["big"] = row(200, "b.yaml", "bc")
-    assert M.choose(pilots) == ("cheap", False)     # two criteria each: the cheaper
+    pilots["families"]["huge"] = row(2 * V.BUDGET_TOKENS_PER_PARAMETER, "h.yaml", "abc")   # (d) projected unmet
+    assert M.met(pilots["families"]["huge"]) == ["a", "b", "c"] and M.choose(pilots) == ("big", True)
+    pilots["families"]["big"] = row(50, "b.yaml", "bc")
+    assert M.choose(pilots) == ("cheap", False)     # three criteria each (cheap: a, b, d): the cheapest
+    text = M.choice_markdown(pilots, None, [])
+    assert "`cheap` (a, b, d)" in text and "would choose `huge` instead" in text
     assert M.choose({"families": {}}) == (None, False)
 
 

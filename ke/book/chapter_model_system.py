@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from . import claims as C
-from .validity import CRITERIA, MIN_ACCURACY
+from .validity import CRITERIA, MIN_ACCURACY, within_budget
 
 CHOICE_RULE = ("The families are ordered cheapest first (pretraining tokens; at equal tokens, the larger world, which "
                "changes less of the previous default); the model system is the first family that meets (a), (b) and "
@@ -19,7 +19,8 @@ def load_pilots(path: Path) -> dict:
 
 
 def met(row: dict) -> list[str]:
-    return [k for k, ok in row["criteria"].items() if ok]
+    """The criteria a family meets: (a)-(c) measured on its calibration seeds, (d) projected (validity.within_budget)."""
+    return [k for k, ok in row["criteria"].items() if ok] + (["d"] if within_budget(row) else [])
 
 
 def cost(row: dict) -> tuple:
@@ -28,12 +29,12 @@ def cost(row: dict) -> tuple:
 
 
 def choose(pilots: dict) -> tuple[str | None, bool]:
-    """(the chosen family, whether it meets (a)-(c)): the cheapest meeting all, else the one meeting most. Criterion
-    (d), the book's build time, is judged on the book built with the choice (README), not per pilot."""
+    """(the chosen family, whether it meets (a)-(d)): the cheapest meeting all, else the one meeting most (ties: the
+    cheaper)."""
     rows = sorted(pilots["families"].items(), key=lambda kv: cost(kv[1]))
     if not rows:
         return None, False
-    valid = [k for k, r in rows if set("abc") <= set(met(r))]
+    valid = [k for k, r in rows if set("abcd") <= set(met(r))]
     if valid:
         return valid[0], True
     return max(rows, key=lambda kv: (len(met(kv[1])), -kv[1]["tokens"]))[0], False
@@ -75,9 +76,17 @@ def choice_markdown(pilots: dict, preset, seeds: list[int]) -> str:
                 f"(b) and (c) on both calibration seeds. The `{preset.name}` preset trains it with fresh seeds "
                 f"({', '.join(map(str, seeds))}) on the book's world (seed {preset.world.seed if preset.world else '—'}), "
                 "none of them used by a pilot.")
-    return (f"**No family meets (a), (b) and (c) on both calibration seeds.** The one meeting the most criteria is "
-            f"`{key}` ({', '.join(met(row)) or 'none'}); the book is built on it, and every claim below that needs "
-            "the unmet criteria is untested.")
+    text = (f"**No family meets (a), (b) and (c) on both calibration seeds, and (d).** The one meeting the most "
+            f"criteria is `{key}` ({', '.join(met(row)) or 'none'}); the book is built on it, and every claim below "
+            "that needs the unmet criteria is untested.")
+    rivals = [k for k, r in pilots["families"].items() if k != key and len(met(r)) == len(met(row))]
+    beyond = [k for k in rivals if not within_budget(pilots["families"][k])]
+    if beyond:
+        text += (" Tied with it, and more expensive: " + ", ".join(f"`{k}` ({', '.join(met(pilots['families'][k]))})"
+                                                                   for k in beyond)
+                 + f". (d) is projected from the default book's measured build, which is at the limit (README, "
+                 f"Measured); counted as unmet there, the rule would choose `{beyond[0]}` instead.")
+    return text
 
 
 def validity_claims(v: dict) -> list[C.Claim]:
