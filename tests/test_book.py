@@ -191,8 +191,10 @@ def test_ctrl_c_stops_a_build_within_seconds_and_a_rerun_resumes(tmp_path):
     root = copy_project(tmp_path)
     command = [sys.executable, "-m", "ke.cli", "book", "--preset", "smoke"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # SIGINT as a terminal's foreground job has it: a test run started in the background (`cmd &` in a script) ignores
+    # SIGINT, its children inherit that, and Python then installs no Ctrl-C handler at all
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     final = root / "runs" / "smoke" / "zoo" / "olmo" / "seed0" / "step40" / "ke_checkpoint.json"
     deadline = time.time() + 300
     while not final.exists() and process.poll() is None and time.time() < deadline:
