@@ -84,8 +84,8 @@ def choice_markdown(pilots: dict, preset, seeds: list[int]) -> str:
     if beyond:
         text += (" Tied with it, and more expensive: " + ", ".join(f"`{k}` ({', '.join(met(pilots['families'][k]))})"
                                                                    for k in beyond)
-                 + f". (d) is projected from the default book's measured build, which is at the limit (README, "
-                 f"Measured); counted as unmet there, the rule would choose `{beyond[0]}` instead.")
+                 + f". (d) is projected from the default book's measured build (README, Measured); were it unmet at "
+                 f"`{key}`'s length, the rule would choose `{beyond[0]}` instead.")
     return text
 
 
