@@ -90,6 +90,26 @@ def test_sweep_plan_from_a_preset(tmp_path):
                     assert m.bootstrap == (50 if role == "dolma" else 0) and m.settings.skip_first == (role != "dolma")
 
 
+def test_a_centre_keeps_the_study_at_its_length_and_a_cell_equal_to_the_base_reuses_the_zoo(tmp_path):
+    """regime.center: the cells change the base's configuration at the centre's length, not the zoo run's; the
+    centre's runs are shared by every sweep; a cell that lands on the base's configuration reuses its runs."""
+    zoo = load_preset(tiny_preset(tmp_path), project_root()).models["olmo"].pretrain   # 40 steps
+    plan = make_plan(load_preset(tiny_preset(tmp_path, center={"steps": 20, "save_steps": [0, 10, 20], "seeds": 1},
+                                             sweeps={"decay": [{"weight_decay_efolds": 0}],
+                                                     "length": [{"steps": zoo.steps, "save_steps": zoo.save_steps}]}),
+                                 project_root()))
+    cells = {(c.sweep, c.cell): c for c in plan.regime}
+    assert cells[("decay", "base")].config.steps == cells[("decay", "weight_decay_efolds=0")].config.steps == 20
+    assert cells[("decay", "base")].runs == cells[("length", "base")].runs and set(cells[("decay", "base")].runs) == {0}
+    assert all(ref.model == "regime/base" for ref in cells[("decay", "base")].runs[0])
+    reused = next(c for c in plan.regime if c.sweep == "length" and c.cell != "base").runs
+    assert reused == {seed: plan.checkpoints[("olmo", seed)] for seed in (0, 1)}   # every seed of the zoo, no run
+    names = [r.model for r in plan.pretraining]
+    assert names.count("regime/base") == 1 and not any(n.startswith("regime/length") for n in names)
+    with pytest.raises(UserError, match="regime.center overrides unknown field 'lenght'"):
+        make_plan(load_preset(tiny_preset(tmp_path, center={"lenght": 3}), project_root()))
+
+
 @pytest.mark.parametrize("section,message", [
     ({"sweeps": {"decay": [{"weight_decay": 1, "wd": 2}]}}, "overrides unknown field 'wd'"),
     ({"sweeps": {"decay": [{}]}}, "changes nothing"),
@@ -185,10 +205,12 @@ def test_the_regime_preset_is_the_default_book_with_a_wider_sweep():
 
 def test_cell_claims_count_the_base_once_and_a_selected_base_is_never_agreement():
     from ke.stats import spread
-    cell = lambda name, verdict: {"cell": name, "drop": spread([0.1, 0.2]), "noise": 0.01, "verdict": verdict}
+    cell = lambda name, verdict, zoo=False: {"cell": name, "drop": spread([0.1, 0.2]), "noise": 0.01,
+                                             "verdict": verdict, "zoo": zoo}
     summaries = {"decay": [cell("base", C.AGREES), cell("S=0", C.DISAGREES)],
-                 "width": [cell("base", C.AGREES), cell("d=16", C.AGREES)]}
+                 "width": [cell("base", C.AGREES), cell("d=16", C.AGREES)],
+                 "length": [cell("base", C.AGREES), cell("tpp=100", C.AGREES, zoo=True)]}   # the zoo's runs
     rows = R.cell_claims(summaries)
-    assert [r.statement for r in rows] == ["base", "S=0", "d=16"] and rows[0].verdict == C.AGREES
+    assert [r.statement for r in rows] == ["base", "S=0", "d=16", "tpp=100"] and rows[0].verdict == C.AGREES
     rows = R.cell_claims(summaries, selected=True)
-    assert [r.verdict for r in rows] == [C.SELECTED, C.DISAGREES, C.AGREES]
+    assert [r.verdict for r in rows] == [C.SELECTED, C.DISAGREES, C.AGREES, C.SELECTED]

@@ -150,8 +150,8 @@ def test_pilots_with_the_same_pretraining_gave_the_same_numbers():
         assert table[same]["final_loss"] == table[other]["final_loss"]
         assert table[same]["entropy_change_from_20pct"] == table[other]["entropy_change_from_20pct"]
         assert table[same]["acquisition_para_by_start"] != table[other]["acquisition_para_by_start"]
-    assert M.choose({"families": table}) == ("p2_untied_s4", False)   # the rule's fallback, as the preset says
-    chosen = load_preset(str(root / "parameters" / "pilots" / "p2_untied_s4.yaml")).models["p2_untied_s4"]
+    assert M.choose({"families": table}) == ("p5_untied_s4_tpp100", False)   # the rule's fallback, as the preset says
+    chosen = load_preset(str(root / "parameters" / "pilots" / "p5_untied_s4_tpp100.yaml")).models["p5_untied_s4_tpp100"]
     assert load_preset("default").models["olmo"].pretrain == chosen.pretrain   # the book trains what was chosen
 
 

@@ -131,7 +131,7 @@ def cell_summary(plan: Plan, cell: RegimeCell) -> dict:
             "drop_percent": spread([d["drop_percent"] for d in decays.values()]),
             "noise": first["noise"], "verdict": C.over_seeds([d["verdict"] for d in decays.values()]),
             "tokens_per_parameter": last["tokens_per_parameter"], "S": last["S"], "loss": last["loss"],
-            "tied": cell.config.tie_embeddings,
+            "tied": cell.config.tie_embeddings, "zoo": not cell.runs[min(cell.runs)][0].model.startswith("regime/"),
             "skip_first": decay(by_seed[min(by_seed)], "entropy_skip_first")}
 
 
@@ -189,7 +189,8 @@ def conclusion(summaries: dict[str, list[dict]]) -> str:
 
 def facts(plan: Plan, summaries: dict[str, list[dict]], selected: bool = False) -> dict:
     """What the README quotes from this chapter (ke.book.summary)."""
-    base = next((s for cells in summaries.values() for s in cells if s["cell"] == "base"), None)
+    cells = [s for sweep in summaries.values() for s in sweep]
+    base = next((s for s in cells if s["zoo"]), None)   # the zoo's 1B-role runs (the centre, or a cell equal to it)
     sentences = [conclusion(summaries).split("\n\n")[-1]] if summaries else []
     if base:
         sentences.insert(0, f"From 20% of training to the end, the 1B-role model ({base['tokens_per_parameter']:.0f} "
@@ -201,16 +202,16 @@ def facts(plan: Plan, summaries: dict[str, list[dict]], selected: bool = False) 
 
 
 def cell_claims(summaries: dict[str, list[dict]], selected: bool = False) -> list[C.Claim]:
-    """Each cell's decay verdict as a claim row (the paper's claim: the entropy decays along pretraining); the base
-    cell, which every sweep repeats, once. A base model chosen for its decay (ModelSpec.selected) is "selected",
-    never "agrees"."""
+    """Each cell's decay verdict as a claim row (the paper's claim: the entropy decays along pretraining); the
+    centre, which every sweep repeats, once. With a base model chosen for its decay (ModelSpec.selected), its runs
+    and the centre (its configuration at another length) are "selected", never "agree"."""
     rows, base_seen = [], False
     for sweep, cells in summaries.items():
         for s in cells:
             if s["cell"] == "base" and base_seen:
                 continue
             base_seen |= s["cell"] == "base"
-            verdict = C.selected(s["verdict"], selected and s["cell"] == "base")
+            verdict = C.selected(s["verdict"], selected and (s["cell"] == "base" or s["zoo"]))
             rows.append(C.Claim(f"regime: {sweep}", s["cell"], "decays (Fig. 2)", f"drop {s['drop'].describe(3)} "
                                 f"nats, noise floor ±{2 * s['noise']:.3f}", verdict))
     return rows

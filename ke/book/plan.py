@@ -274,25 +274,30 @@ def _cell_name(overrides: dict) -> str:
 
 def _plan_regime(preset: Preset, plan: Plan) -> None:
     """The regime study's pretraining runs and their measurements (Dolma role, with bootstrap intervals, and
-    without each document's first position). A cell keeps the base's length in tokens and its regime targets
-    unless it sets them; a cell whose configuration equals the base's reuses the zoo's runs."""
+    without each document's first position). A cell changes the centre (the base model, with regime.center's
+    changes), keeping its length in tokens and its regime targets unless it sets them; a cell whose configuration
+    equals the base model's reuses the zoo's runs, all of its seeds."""
     g = preset.regime
     key = g.base or preset.primary
-    base = preset.models[key].pretrain
-    fixed = replace(base, steps=base.resolved().steps, tokens_per_parameter=None)
     seeds = preset.models[key].seeds
-    base_resolved = base.resolved()
+    base_resolved = preset.models[key].pretrain.resolved()
+    center = replace(preset.models[key].pretrain, **{k: v for k, v in g.center.items() if k != "seeds"})
+    fixed = replace(center, steps=center.resolved().steps, tokens_per_parameter=None)
     for sweep, cells in g.sweeps.items():
         for cell in [{}, *cells]:
             overrides = {k: v for k, v in cell.items() if k != "seeds"}
             config = replace(fixed, **overrides).resolved()
-            runs = {}
-            count = cell.get("seeds", len(seeds) if sweep in g.seeded or not overrides else 1)
-            for seed in seeds[:count]:
-                if replace(config, seed=0) == replace(base_resolved, seed=0):
-                    runs[seed] = plan.checkpoints[(key, seed)]
-                    continue
+            if replace(config, seed=0) == replace(base_resolved, seed=0):
+                plan.regime.append(RegimeCell(sweep, _cell_name(overrides), config,
+                                              {seed: plan.checkpoints[(key, seed)] for seed in seeds}))
+                continue
+            if overrides:
+                count = cell.get("seeds", len(seeds) if sweep in g.seeded else 1)
                 name = f"regime/{sweep}/{_cell_name(overrides).replace(', ', '_').replace('=', '')}"
+            else:   # the centre, shared by every sweep
+                count, name = g.center.get("seeds", len(seeds)), "regime/base"
+            runs = {}
+            for seed in seeds[:count]:
                 out = preset.run_dir / name / f"seed{seed}"
                 if all(r.out_dir != out for r in plan.pretraining):
                     plan.pretraining.append(PretrainRun(name, seed, replace(config, seed=seed),

@@ -122,7 +122,10 @@ class RegimeSection:
     Each sweep is a list of cells, each cell a mapping of ke.miniature.pretrain.PretrainConfig fields that override
     the base's configuration; every sweep also holds the base itself. A cell keeps the base's length in tokens
     (its resolved steps) and its regime targets (weight-decay e-folds, warmup fraction) unless it sets them."""
-    base: str | None = None         # key of the zoo model whose runs are the central cell (default: the primary)
+    base: str | None = None         # key of the zoo model the cells change (default: the primary)
+    center: dict = field(default_factory=dict)  # the central cell: the base's configuration with these fields
+    # changed (and `seeds: n`, its first n seeds; default all). Empty: the base's own runs. Every cell keeps the
+    # centre's length, so a longer base need not lengthen the whole study; a cell equal to the base reuses its runs.
     sweeps: dict[str, list[dict]] = field(default_factory=dict)
     seeded: list[str] = field(default_factory=list)  # sweeps run with every seed of the base (others: its first,
     # unless a cell sets `seeds: n`, the first n of the base's seeds)
@@ -386,6 +389,9 @@ def validate(preset: Preset, path: Path) -> None:
         if base not in preset.models or not preset.models[base].is_zoo:
             raise UserError(f"{path}: regime.base is {base!r}; it must be a model trained here (source: zoo).")
         fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+        bad = [k for k in g.center if k not in fields | {"seeds"}]
+        if bad:
+            raise UserError(f"{path}: regime.center overrides {unknown_key(bad[0], sorted(fields), 'unknown field')}")
         for sweep, cells in g.sweeps.items():
             for cell in cells:
                 bad = [k for k in cell if k not in fields | {"seeds"}]
