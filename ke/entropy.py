@@ -270,7 +270,11 @@ def measure(model, tokenizer, documents: list, settings: EntropySettings | None 
                         f"{len(tokens)} processes or pass more documents.")
     counts = [stop - start for start, stop in (_share(len(tokens), world, r) for r in range(world))]
     start, stop = _share(len(tokens), world, rank)
-    mine = tokens[start:stop]
+    # Batched by length: documents of similar length share a batch, so less of it is padding (the book's 2,048-document
+    # sample fills 45% of its 2,048 x 128 slots in its own order). Every sum is over per-document means, so the
+    # order changes only the last digits; per-document rows are put back in the documents' order at the end.
+    order = sorted(range(stop - start), key=lambda i: len(tokens[start + i]))
+    mine = [tokens[start + i] for i in order]
 
     implementation = model.config._attn_implementation
     if settings.attention and implementation != "eager":
@@ -335,7 +339,8 @@ def measure(model, tokenizer, documents: list, settings: EntropySettings | None 
     if settings.ntp:
         result.ntp_entropy = float(ntp) / num_docs
     if settings.per_document:
-        rows = torch.stack([torch.cat(sums.rows[i]) for i in sorted(sums.rows)], 1)  # [docs, layers, m]
+        rows = torch.stack([torch.cat(sums.rows[i]) for i in sorted(sums.rows)], 1)  # [docs, layers, m], by length
+        rows = rows[torch.argsort(torch.tensor(order))]   # in the documents' order
         result.per_document = _gather_rows(rows, counts) if world > 1 else rows
     return result
 
