@@ -110,6 +110,18 @@ def test_a_centre_keeps_the_study_at_its_length_and_a_cell_equal_to_the_base_reu
         make_plan(load_preset(tiny_preset(tmp_path, center={"lenght": 3}), project_root()))
 
 
+def test_the_books_cells_outside_the_length_sweep_see_as_many_tokens_as_the_centre():
+    """A cell keeps the centre's steps: one that changes the batch must restate the length, or it would change two
+    things (the default's batch cell once saw half the tokens)."""
+    for name in ("default", "regime"):
+        plan = make_plan(load_preset(name))
+        tokens = lambda c: c.config.steps * c.config.batch_size * c.config.seq_len
+        centre = tokens(next(c for c in plan.regime if c.cell == "base"))
+        for cell in plan.regime:
+            if cell.sweep != "length":
+                assert tokens(cell) == pytest.approx(centre, rel=0.01), (name, cell.sweep, cell.cell)
+
+
 @pytest.mark.parametrize("section,message", [
     ({"sweeps": {"decay": [{"weight_decay": 1, "wd": 2}]}}, "overrides unknown field 'wd'"),
     ({"sweeps": {"decay": [{}]}}, "changes nothing"),
