@@ -120,8 +120,9 @@ class ResuscitationSection:
 class RegimeSection:
     """The regime study (beyond the paper): pretraining runs that change one thing of a base model at a time.
     Each sweep is a list of cells, each cell a mapping of ke.miniature.pretrain.PretrainConfig fields that override
-    the base's configuration; every sweep also holds the base itself. A cell keeps the base's length in tokens
-    (its resolved steps) and its regime targets (weight-decay e-folds, warmup fraction) unless it sets them."""
+    the centre's configuration (the base model's, changed by `center`); every sweep also holds the centre itself. A
+    cell keeps the centre's length (its resolved steps) and its regime targets (weight-decay e-folds, warmup
+    fraction) unless it sets them."""
     base: str | None = None         # key of the zoo model the cells change (default: the primary)
     center: dict = field(default_factory=dict)  # the central cell: the base's configuration with these fields
     # changed (and `seeds: n`, its first n seeds; default all). Empty: the base's own runs. Every cell keeps the
