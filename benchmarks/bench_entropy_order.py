@@ -34,7 +34,7 @@ def main():
     from ke.book.execute import execute
     from ke.book.plan import make_plan
     from ke.book.presets import load_preset
-    from ke.entropy import load_measurement_data, measure, tokenize_documents
+    from ke.entropy import EntropySettings, load_measurement_data, measure, tokenize_documents
     from ke.miniature.pretrain import build_model
 
     preset = load_preset("default")
@@ -44,8 +44,7 @@ def main():
     model = build_model(run.config, AutoTokenizer.from_pretrained(run.tokenizer)).eval()
     tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
     documents = load_measurement_data(preset.resolve(preset.entropy.corpora["dolma"]), args.docs)
-    m = next(x for x in plan.measurements if x.corpus == "dolma" and x.settings.per_document)
-    settings = m.settings.__class__(seq_len=m.settings.seq_len, batch_size=m.settings.batch_size, per_document=True)
+    settings = EntropySettings(seq_len=preset.entropy.seq_len, batch_size=preset.entropy.batch_size, per_document=True)
     size = settings.batch_size
 
     def by_length():

@@ -131,7 +131,7 @@ def cell_summary(plan: Plan, cell: RegimeCell) -> dict:
             "drop_percent": spread([d["drop_percent"] for d in decays.values()]),
             "noise": first["noise"], "verdict": C.over_seeds([d["verdict"] for d in decays.values()]),
             "tokens_per_parameter": last["tokens_per_parameter"], "S": last["S"], "loss": last["loss"],
-            "tied": cell.config.tie_embeddings, "zoo": not cell.runs[min(cell.runs)][0].model.startswith("regime/"),
+            "tied": cell.config.tie_embeddings, "zoo": cell.zoo,
             "skip_first": decay(by_seed[min(by_seed)], "entropy_skip_first")}
 
 

@@ -191,6 +191,7 @@ class RegimeCell:
     cell: str                   # "base", or the overrides as text ("weight_decay_efolds=0")
     config: PretrainConfig      # resolved (first seed's)
     runs: dict[int, list[CheckpointRef]]  # seed -> analysed checkpoints
+    zoo: bool = False           # its runs are the base model's own (the zoo's), not the study's
 
 
 Item = WorldBuild | PretrainRun | Measurement | FactCheck | Resuscitation | ContinualRun | EntityPerplexity

@@ -289,7 +289,7 @@ def _plan_regime(preset: Preset, plan: Plan) -> None:
             config = replace(fixed, **overrides).resolved()
             if replace(config, seed=0) == replace(base_resolved, seed=0):
                 plan.regime.append(RegimeCell(sweep, _cell_name(overrides), config,
-                                              {seed: plan.checkpoints[(key, seed)] for seed in seeds}))
+                                              {seed: plan.checkpoints[(key, seed)] for seed in seeds}, zoo=True))
                 continue
             if overrides:
                 count = cell.get("seeds", len(seeds) if sweep in g.seeded else 1)
